@@ -1,0 +1,1 @@
+../configuration/configuration_transformer_encoder.py

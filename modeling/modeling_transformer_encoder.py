@@ -1,0 +1,684 @@
+# Copyright 2026 The transformer-encoder authors. Licensed under the Apache License, Version 2.0.
+"""The Transformer encoder of *Attention Is All You Need* (Vaswani et al., 2017), as a transformers model.
+
+The file reads in the paper's order:
+
+    positional encoding (§3.5) → embeddings (§3.4)
+    → scaled dot-product attention, Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V   (§3.2.1, `eager_attention_forward`)
+    → multi-head attention, Concat(head_1, …, head_h) W_O                          (§3.2.2, `TransformerEncoderAttention`)
+    → position-wise feed-forward, FFN(x) = max(0, x W_1 + b_1) W_2 + b_2          (§3.3, `TransformerEncoderFeedForward`)
+    → encoder block, LayerNorm(x + Sublayer(x)) twice                              (§3.1, `TransformerEncoderLayer`)
+    → N blocks (`TransformerEncoderModel`) → task heads.
+
+`eager_attention_forward` is the equation, written once; `attn_implementation="sdpa"` (the default),
+`"flash_attention_2"` and `"flex_attention"` are transformers' kernels for the same function, reached through
+`ALL_ATTENTION_FUNCTIONS`, and tested against it.
+
+`save_pretrained` copies this file and `configuration_transformer_encoder.py` flat into the checkpoint, so that
+it loads with `trust_remote_code=True` where this package is not installed: it imports only torch, transformers
+and its sibling configuration file.
+"""
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_transformer_encoder import GATED_ACTIVATIONS, TransformerEncoderConfig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Positional encoding (§3.5)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _angles(position_ids: torch.Tensor, dim: int, base: float, dtype: torch.dtype) -> torch.Tensor:
+    """pos / base^(2i / dim) for i < dim / 2, in float32 at least (half precision would blur long positions)."""
+    compute_dtype = torch.promote_types(dtype, torch.float32)
+    exponents = torch.arange(0, dim, 2, device=position_ids.device, dtype=compute_dtype) / dim
+    return position_ids.to(compute_dtype)[..., None] * base**-exponents
+
+
+def sinusoidal_position_encoding(position_ids: torch.Tensor, d_model: int, dtype: torch.dtype) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i / d_model)),  PE(pos, 2i + 1) = cos(pos / 10000^(2i / d_model)).
+
+    Computed from the positions rather than read from a table, so there is no length limit and no buffer to
+    restore on load. Returns (batch, seq, d_model).
+    """
+    angles = _angles(position_ids, d_model, 10000.0, dtype)  # (batch, seq, d_model / 2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2).to(dtype)  # sin, cos, sin, cos, …
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos and sin of the rotary angles pos · θ^(-2i / d_k) (Su et al., 2021), each (batch, seq, d_k)."""
+    angles = _angles(position_ids, head_dim, theta, dtype)  # (batch, seq, d_k / 2)
+    angles = torch.cat((angles, angles), dim=-1)  # (batch, seq, d_k): dimension i pairs with i + d_k / 2
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i + d_k/2}) of x (batch, heads, seq, d_k) by its position's angle."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated_half = torch.cat((-x2, x1), dim=-1)
+    return x * cos[:, None] + rotated_half * sin[:, None]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Embeddings (§3.4)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TransformerEncoderEmbeddings(nn.Module):
+    """Token embeddings (scaled by √d_model, as the paper does) + positions (+ segments), then dropout."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__()
+        self.position_embedding_type = config.position_embedding_type
+        self.hidden_size = config.hidden_size
+        self.scale = math.sqrt(config.hidden_size) if config.scale_embeddings else 1.0
+        self.token_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding_type == "learned"
+            else None
+        )
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.token_embeddings(input_ids)
+        embeddings = inputs_embeds * self.scale
+        if self.position_embedding_type == "sinusoidal":
+            embeddings = embeddings + sinusoidal_position_encoding(position_ids, self.hidden_size, embeddings.dtype)
+        elif self.position_embedding_type == "learned":
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(position_ids)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        return self.dropout(embeddings)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Attention (§3.2)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention, every head and every token at once:
+
+        Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V
+
+    query, key, value: (batch, heads, seq, d_k). attention_mask: additive, (batch, 1, seq, seq), holding the
+    dtype's minimum at padded keys so that they get zero weight. Returns the output as (batch, seq, heads, d_k)
+    and the weights as (batch, heads, seq, seq).
+    """
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scaling  # q · k_i / √d_k for every pair
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    # softmax in float32 at least: in bf16/fp16 the sum over keys loses the small weights.
+    weights = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value)  # Σ_i softmax(q · k_i / √d_k) v_i
+    return output.transpose(1, 2).contiguous(), weights
+
+
+class TransformerEncoderAttention(nn.Module):
+    """Multi-head self-attention:
+
+        MultiHead(X) = Concat(head_1, …, head_h) W_O,   head_j = Attention(X W_Q^j, X W_K^j, X W_V^j)
+
+    The h projections W_Q^j (d_model × d_k each) are the column blocks of one d_model × d_model matrix, `q_proj`;
+    likewise `k_proj`, `v_proj`. `out_proj` is W_O.
+    """
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.d_k = config.head_dim
+        self.scaling = self.d_k**-0.5
+        self.dropout = config.attention_probs_dropout_prob
+        # An encoder: every token attends to every other. SDPA and flash attention read this flag and would
+        # otherwise apply a causal mask whenever there is no padding.
+        self.is_causal = False
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq, _ = hidden_states.shape
+        heads = (batch, seq, self.num_heads, self.d_k)
+        q = self.q_proj(hidden_states).view(heads).transpose(1, 2)  # (batch, h, seq, d_k)
+        k = self.k_proj(hidden_states).view(heads).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(heads).transpose(1, 2)
+        if position_embeddings is not None:  # rotary positions act on queries and keys only
+            cos, sin = position_embeddings
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = output.reshape(batch, seq, -1)  # Concat(head_1, …, head_h): (batch, seq, h · d_k)
+        return self.out_proj(output), weights
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Position-wise feed-forward network (§3.3) and the encoder block (§3.1)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TransformerEncoderFeedForward(nn.Module):
+    """FFN(x) = act(x W_1 + b_1) W_2 + b_2, the same two linear maps at every position (act = ReLU in the paper).
+
+    Gated variants (`"geglu"`, `"swiglu"`, `"reglu"`) compute (x W_1 ⊙ act(x W_g)) W_2: `fc1` holds W_1 and W_g
+    side by side.
+    """
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__()
+        self.gated = config.is_gated
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size * (2 if self.gated else 1))  # W_1
+        self.act = ACT2FN[GATED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)  # W_2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            h, gate = self.fc1(x).chunk(2, dim=-1)
+            return self.fc2(h * self.act(gate))
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TransformerEncoderLayer(GradientCheckpointingLayer):
+    """One encoder block: multi-head self-attention, then the feed-forward network, each wrapped as
+
+        LayerNorm(x + Dropout(Sublayer(x)))        (the paper: post-norm)
+        x + Dropout(Sublayer(LayerNorm(x)))        (config.norm_first: pre-norm)
+    """
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.attention = TransformerEncoderAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = TransformerEncoderFeedForward(config)
+        self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def residual(self, x: torch.Tensor, sublayer, norm: nn.LayerNorm) -> torch.Tensor:
+        if self.norm_first:
+            return x + self.dropout(sublayer(norm(x)))
+        return norm(x + self.dropout(sublayer(x)))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        def self_attention(x):
+            return self.attention(x, attention_mask, position_embeddings, **kwargs)[0]
+
+        hidden_states = self.residual(hidden_states, self_attention, self.attention_norm)
+        return self.residual(hidden_states, self.feed_forward, self.feed_forward_norm)
+
+
+class TransformerEncoderPooler(nn.Module):
+    """tanh(W h_0 + b) over the first token, as BERT: the sequence summary the classification head reads."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Every Auto class a saved folder answers to with `trust_remote_code=True` (transformers itself only records the
+# class that was saved).
+AUTO_MAP = {
+    "AutoConfig": "configuration_transformer_encoder.TransformerEncoderConfig",
+    "AutoModel": "modeling_transformer_encoder.TransformerEncoderModel",
+    "AutoModelForMaskedLM": "modeling_transformer_encoder.TransformerEncoderForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_transformer_encoder.TransformerEncoderForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_transformer_encoder.TransformerEncoderForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_transformer_encoder.TransformerEncoderForQuestionAnswering",
+}
+
+
+class TransformerEncoderPreTrainedModel(PreTrainedModel):
+    config: TransformerEncoderConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TransformerEncoderEmbeddings", "TransformerEncoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": TransformerEncoderLayer, "attentions": TransformerEncoderAttention}
+
+    def __init__(self, config: TransformerEncoderConfig, *args, **kwargs):
+        config.validate_architecture()  # a config edited after construction is checked again here
+        super().__init__(config, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:  # safetensors' message names neither the folder nor the file
+            bad = _unreadable_safetensors(pretrained_model_name_or_path) or ["its model.safetensors"]
+            raise OSError(
+                f"Cannot load the weights of {pretrained_model_name_or_path}: {', '.join(bad)} is truncated or "
+                f"corrupt ({error}). Save or download the checkpoint again."
+            ) from error
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as transformers does (config.json, model.safetensors) plus this model's code and an `auto_map` that
+        names every Auto class, so the folder, and a Hub repo made from it, load with `trust_remote_code=True`."""
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
+    """The encoder: embeddings, then N blocks; returns every token's final representation and, with the pooling
+    layer, a summary of the first token (`pooler_output`)."""
+
+    def __init__(self, config: TransformerEncoderConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = TransformerEncoderEmbeddings(config)
+        self.layers = nn.ModuleList([TransformerEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        # Pre-norm blocks leave the residual stream unnormalised; post-norm blocks end in a layer norm already.
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_first else None
+        self.pooler = TransformerEncoderPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.token_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.embeddings.token_embeddings = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch, seq)`): token ids, below `config.vocab_size`.
+        attention_mask (`torch.Tensor` of shape `(batch, seq)`): 1 for real tokens, 0 for padding.
+        token_type_ids (`torch.LongTensor` of shape `(batch, seq)`): segment ids, below `config.type_vocab_size`.
+        position_ids (`torch.LongTensor` of shape `(batch, seq)`): positions; `0 … seq - 1` by default.
+        inputs_embeds (`torch.Tensor` of shape `(batch, seq, hidden_size)`): token embeddings, instead of input_ids.
+        """
+        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        batch, seq = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        if position_ids is None:
+            position_ids = torch.arange(seq, device=device).expand(batch, seq)
+
+        hidden_states = self.embeddings(input_ids, inputs_embeds, position_ids, token_type_ids)
+        position_embeddings = None
+        if self.config.position_embedding_type == "rotary":
+            position_embeddings = rotary_cos_sin(
+                position_ids, self.config.head_dim, self.config.rope_theta, hidden_states.dtype
+            )
+
+        if attention_mask is not None and attention_mask.dim() == 2:
+            # A row with no real token has no key to attend to: softmax over nothing is NaN. Such a row attends to
+            # all its positions instead, so its (meaningless, padding) outputs stay finite.
+            attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
+
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, position_embeddings, **kwargs)
+        if self.final_norm is not None:
+            hidden_states = self.final_norm(hidden_states)
+
+        pooled = self.pooler(hidden_states) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
+        """Shape and range errors, raised before any kernel runs (an out-of-range id is a device-side assert on
+        CUDA and an IndexError deep in torch on CPU)."""
+        config = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"`input_ids` must be (batch, sequence_length), got shape {tuple(input_ids.shape)}.")
+            shape = tuple(input_ids.shape)
+        else:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+                raise ValueError(
+                    f"`inputs_embeds` must be (batch, sequence_length, {config.hidden_size}), "
+                    f"got shape {tuple(inputs_embeds.shape)}."
+                )
+            shape = tuple(inputs_embeds.shape[:2])
+        if attention_mask is not None:
+            if attention_mask.dim() == 2 and tuple(attention_mask.shape) != shape:
+                raise ValueError(
+                    f"`attention_mask` has shape {tuple(attention_mask.shape)} but the inputs have shape {shape}: "
+                    "pass one mask value per token (1 = real token, 0 = padding)."
+                )
+            if attention_mask.dim() not in (2, 4):
+                raise ValueError(f"`attention_mask` must be (batch, seq) or 4D, got {tuple(attention_mask.shape)}.")
+        for name, ids in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+            if ids is not None and (ids.dim() != 2 or ids.shape[1] != shape[1] or ids.shape[0] not in (1, shape[0])):
+                raise ValueError(f"`{name}` has shape {tuple(ids.shape)}; expected {shape} to match the inputs.")
+        if config.position_embedding_type == "learned" and shape[1] > config.max_position_embeddings:
+            raise ValueError(
+                f"The sequence has {shape[1]} tokens but learned positions stop at max_position_embeddings="
+                f"{config.max_position_embeddings}: truncate the inputs (tokenizer(..., truncation=True, "
+                f"max_length={config.max_position_embeddings})) or use sinusoidal/rotary positions."
+            )
+        if torch.compiler.is_compiling():
+            return  # the range checks below read tensor values: a graph break under torch.compile
+        _check_range("input_ids", input_ids, config.vocab_size, "vocab_size")
+        _check_range("token_type_ids", token_type_ids, max(config.type_vocab_size, 1), "type_vocab_size")
+        if config.position_embedding_type == "learned":
+            _check_range("position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings")
+
+
+def _unreadable_safetensors(folder) -> list[str]:
+    """The weight files of a local checkpoint folder that safetensors cannot open."""
+    if not os.path.isdir(folder):
+        return []
+    unreadable = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError:
+            unreadable.append(str(path))
+    return unreadable
+
+
+def _check_range(name: str, ids: torch.Tensor | None, limit: int, limit_name: str):
+    if ids is None or ids.numel() == 0:
+        return
+    low, high = ids.min().item(), ids.max().item()
+    if low < 0 or high >= limit:
+        raise ValueError(
+            f"`{name}` holds values in [{low}, {high}] but the model accepts [0, {limit - 1}] "
+            f"(config.{limit_name}={limit}). Check that the tokenizer matches the model, or resize the embeddings."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Task heads
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TransformerEncoderLMHead(nn.Module):
+    """Masked-LM head: transform (dense, activation, layer norm), then project to the vocabulary. The projection
+    is tied to the token embeddings when `config.tie_word_embeddings` is set."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[GATED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(hidden_states))))
+
+
+class TransformerEncoderForMaskedLM(TransformerEncoderPreTrainedModel):
+    _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.token_embeddings.weight"}
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__(config)
+        self.model = TransformerEncoderModel(config, add_pooling_layer=False)
+        self.lm_head = TransformerEncoderLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        self.lm_head.decoder = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MaskedLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch, seq)`): the original ids at masked positions, -100 elsewhere
+            (ignored). Pass `num_items_in_batch` to normalise the loss by a count across accumulation steps and
+            processes instead of this batch's mean.
+        """
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class TransformerEncoderForSequenceClassification(TransformerEncoderPreTrainedModel):
+    """Pooled first token → dropout → linear. Loss by `config.problem_type`: regression (num_labels = 1),
+    single-label (integer labels) or multi-label (float multi-hot labels)."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = TransformerEncoderModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class TransformerEncoderForTokenClassification(TransformerEncoderPreTrainedModel):
+    """Every token's representation → dropout → linear; labels of -100 (special tokens, sub-word pieces,
+    padding) are ignored."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = TransformerEncoderModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TokenClassifierOutput:
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class TransformerEncoderForQuestionAnswering(TransformerEncoderPreTrainedModel):
+    """Extractive QA: a start and an end logit for every token."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__(config)
+        self.model = TransformerEncoderModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+def _classifier_dropout(config: TransformerEncoderConfig) -> float:
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
+# Classes register under their Auto class so that `save_pretrained` copies this file next to the weights.
+TransformerEncoderModel.register_for_auto_class("AutoModel")
+TransformerEncoderForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
+TransformerEncoderForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+TransformerEncoderForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+TransformerEncoderForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
+
+__all__ = [
+    "TransformerEncoderPreTrainedModel",
+    "TransformerEncoderModel",
+    "TransformerEncoderForMaskedLM",
+    "TransformerEncoderForSequenceClassification",
+    "TransformerEncoderForTokenClassification",
+    "TransformerEncoderForQuestionAnswering",
+]

@@ -1,0 +1,30 @@
+"""Tiny configs and inputs shared by the tests."""
+
+import torch
+
+from transformer_encoder import TransformerEncoderConfig
+
+
+def tiny_config(**overrides) -> TransformerEncoderConfig:
+    """A config small enough to run everywhere in milliseconds: 2 layers, 4 heads of d_k = 8."""
+    kwargs = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    kwargs.update(overrides)
+    return TransformerEncoderConfig(**kwargs)
+
+
+def padded_batch(vocab_size=99, lengths=(9, 5, 1), seed=0):
+    """Random ids, right-padded with 0 to the longest length, and the matching attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    seq = max(lengths)
+    input_ids = torch.randint(1, vocab_size, (len(lengths), seq), generator=generator)
+    attention_mask = (torch.arange(seq)[None, :] < torch.tensor(lengths)[:, None]).long()
+    return input_ids.masked_fill(attention_mask == 0, 0), attention_mask

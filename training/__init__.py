@@ -1,0 +1,1 @@
+"""`transformer_encoder.training`: training the encoder with accelerate on datasets."""
