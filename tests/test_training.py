@@ -1,0 +1,370 @@
+"""The training CLI end to end on tiny data: every task, checkpoints and resume, two processes, tracking, the
+exported folder (model, tokenizer, code, card), and bad input refused before any step."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+import transformer_encoder  # noqa: F401  (registers the Auto classes)
+from transformer_encoder.training import run as training_run
+
+TINY_MODEL = [
+    "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
+    "--max_seq_length", "32", "--vocab_size", "300", "--per_device_train_batch_size", "8",
+]
+WORDS = "the a cat dog sat ran on under mat tree big small red blue quickly slowly and then".split()
+
+
+def cli(*args, env=None, check=True, launcher=None):
+    """Run the training CLI in a fresh process, as a user would."""
+    command = (launcher or [sys.executable, "-m"]) + ["transformer_encoder.training", *map(str, args)]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A text file of short random sentences, one per line."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text("\n".join(" ".join(rng.choices(WORDS, k=rng.randint(5, 15))) for _ in range(400)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, corpus) -> Path:
+    """A tiny masked-LM checkpoint trained by the CLI, for the fine-tuning tests."""
+    out = tmp_path_factory.mktemp("runs") / "mlm"
+    cli("mlm", "--train_file", corpus, "--output_dir", out, "--max_train_steps", 6, *TINY_MODEL)
+    return out
+
+
+def final_weights(folder) -> dict:
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Each task end to end
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_mlm_on_the_embedded_corpus_ends_in_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "default"
+    cli("mlm", "--output_dir", out, "--max_train_steps", 3, *TINY_MODEL)
+    expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+                "configuration_transformer_encoder.py", "modeling_transformer_encoder.py", "metrics.jsonl",
+                "all_results.json"}
+    assert expected <= {p.name for p in out.iterdir()}
+    assert isinstance(AutoModel.from_pretrained(out), transformer_encoder.TransformerEncoderModel)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.mask_token == "[MASK]" and len(tokenizer) <= 300
+    predictions = pipeline("fill-mask", model=str(out))("the [MASK] statement")
+    assert len(predictions) == 5
+
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["train_steps"] == 3 and results["perplexity"] > 1
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "loss" in line] == [3]
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "pipeline_tag: fill-mask" in card and "perplexity" in card
+    assert "pydoc_data" in card  # the data it was trained on
+
+
+def test_mlm_from_yaml_options_with_bpe_bf16_and_tensorboard(tmp_path, corpus):
+    out = tmp_path / "bpe"
+    options = tmp_path / "options.yaml"
+    options.write_text(
+        f"task: mlm\ntrain_file: {corpus}\noutput_dir: {out}\nmax_train_steps: 4\ntokenizer_type: bpe\n"
+        "mixed_precision: bf16\nwith_tracking: true\nreport_to: tensorboard\nlogging_steps: 2\n"
+        "lr_scheduler_type: inverse_sqrt\nnum_warmup_steps: 2\n"
+    )
+    cli(options, *TINY_MODEL)
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    settings = json.loads((out / "README.md").read_text().split("## Training settings")[1].split("```json")[1].split("```")[0])
+    assert settings["mixed_precision"] == "bf16" and settings["tokenizer_type"] == "bpe"
+    assert AutoTokenizer.from_pretrained(out).convert_ids_to_tokens(0) == "[PAD]"
+    entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [entry for entry in entries if "loss" in entry]
+    assert [entry["step"] for entry in losses] == [2, 4]
+    assert losses[0]["learning_rate"] == pytest.approx(5e-4)  # inverse_sqrt: the peak at the end of warmup
+
+
+def test_mlm_streaming(tmp_path, corpus):
+    out = tmp_path / "stream"
+    cli("mlm", "--train_file", corpus, "--output_dir", out, "--streaming", "--max_train_steps", 3, *TINY_MODEL)
+    assert json.loads((out / "all_results.json").read_text())["train_steps"] == 3
+
+
+def sentiment_csv(folder: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    rows = ["sentence,label"]
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.choices(WORDS, k=6) + [("good" if label else "bad")] + rng.choices(WORDS, k=3)
+        rows.append(f"{' '.join(words)},{'positive' if label else 'negative'}")
+    path = folder / f"sentiment_{seed}.csv"
+    path.write_text("\n".join(rows))
+    return path
+
+
+def test_sequence_classification_fine_tunes_a_pretrained_checkpoint(tmp_path, pretrained):
+    out = tmp_path / "cls"
+    cli(
+        "sequence-classification", "--model_name_or_path", pretrained,
+        "--train_file", sentiment_csv(tmp_path, 160, 0), "--validation_file", sentiment_csv(tmp_path, 40, 1),
+        "--output_dir", out, "--num_train_epochs", 8, "--learning_rate", 3e-3, "--per_device_train_batch_size", 16,
+    )
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["accuracy"] >= 0.9, results  # one word decides the label: a working pipeline learns it
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    classify = pipeline("text-classification", model=str(out))
+    assert classify("the cat sat good on the mat")[0]["label"] == "positive"
+
+
+def test_token_classification_with_string_tags(tmp_path, pretrained):
+    rng = random.Random(0)
+
+    def sentences(n):
+        rows = []
+        for _ in range(n):
+            tokens = rng.choices(WORDS, k=8)
+            tags = ["O"] * 8
+            start = rng.randint(0, 5)
+            tokens[start:start + 2], tags[start:start + 2] = ["mr", "smith"], ["B-PER", "I-PER"]
+            rows.append(json.dumps({"tokens": tokens, "ner_tags": tags}))
+        return "\n".join(rows)
+
+    (tmp_path / "train.jsonl").write_text(sentences(160))
+    (tmp_path / "dev.jsonl").write_text(sentences(40))
+    out = tmp_path / "ner"
+    cli(
+        "token-classification", "--model_name_or_path", pretrained, "--train_file", tmp_path / "train.jsonl",
+        "--validation_file", tmp_path / "dev.jsonl", "--output_dir", out, "--num_train_epochs", 8,
+        "--learning_rate", 3e-3, "--per_device_train_batch_size", 16,
+    )
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"f1", "precision", "recall", "f1_PER", "accuracy"} <= results.keys()
+    assert results["f1_PER"] >= 0.9, results
+    # labels sit on each word's first piece: the pipeline reads words the same way with "first"
+    entities = pipeline("token-classification", model=str(out), aggregation_strategy="first")("the cat saw mr smith")
+    assert [(e["entity_group"], e["word"]) for e in entities] == [("PER", "mr smith")]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exactness: processes, accumulation, resume
+# ---------------------------------------------------------------------------------------------------------------------
+
+EXACT = [*TINY_MODEL, "--hidden_dropout_prob", 0, "--attention_probs_dropout_prob", 0, "--max_train_steps", 4,
+         "--logging_steps", 1]
+
+
+def test_two_processes_and_accumulation_match_one_process(tmp_path, corpus):
+    common = ["mlm", "--train_file", corpus, *EXACT]
+    cli(*common, "--output_dir", tmp_path / "one", "--per_device_train_batch_size", 8)
+    cli(*common, "--output_dir", tmp_path / "accumulated", "--per_device_train_batch_size", 4,
+        "--gradient_accumulation_steps", 2)
+    two = cli(
+        *common, "--output_dir", tmp_path / "two", "--per_device_train_batch_size", 4,
+        launcher=[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0", "-m"],
+        env={"ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo"},
+    )
+    settings = json.loads((tmp_path / "two" / "README.md").read_text().split("```json")[2].split("```")[0])
+    assert settings["num_processes"] == 2, two.stderr[-2000:]
+    reference = final_weights(tmp_path / "one")
+    assert max_difference(final_weights(tmp_path / "accumulated"), reference) < 1e-5
+    assert max_difference(final_weights(tmp_path / "two"), reference) < 1e-5
+    # the logged loss is the global batch's, whatever the split
+    losses = {
+        name: [json.loads(line).get("loss") for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()][:4]
+        for name in ("one", "accumulated", "two")
+    }
+    assert losses["two"] == pytest.approx(losses["one"], abs=1e-4)
+    assert losses["accumulated"] == pytest.approx(losses["one"], abs=1e-4)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, corpus):
+    common = ["mlm", "--train_file", corpus, *TINY_MODEL, "--max_train_steps", 6, "--checkpointing_steps", 3,
+              "--checkpoints_total_limit", 0]  # default dropout: the RNG state is restored too
+    cli(*common, "--output_dir", tmp_path / "whole")
+
+    interrupted = tmp_path / "interrupted"
+    cli(*common, "--output_dir", interrupted)
+    # The process dies after step 3's checkpoint: its later state is gone, a checkpoint was cut mid-write, and
+    # another has no trainer_state.json. Resuming must take step_3.
+    for path in [interrupted / "checkpoints" / "step_6", interrupted / "model.safetensors"]:
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    (interrupted / "checkpoints" / ".tmp-step_9").mkdir()
+    (interrupted / "checkpoints" / "step_12").mkdir()
+    (interrupted / "checkpoints" / "step_12" / "model.safetensors").write_bytes(b"half")
+    result = cli(*common, "--output_dir", interrupted, "--resume_from_checkpoint", "latest")
+    assert "Resumed from" in result.stdout + result.stderr and "step_3" in result.stdout + result.stderr
+    assert max_difference(final_weights(interrupted), final_weights(tmp_path / "whole")) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input: one paragraph, exit code 2, before any step, nothing in output_dir lost
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_main(capsys):
+    from accelerate.state import AcceleratorState
+
+    def run(*args):
+        AcceleratorState._reset_state(True)
+        with pytest.raises(SystemExit) as exit_info:
+            training_run.main([str(a) for a in args])
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err
+
+    return run
+
+
+def test_missing_file(run_main, tmp_path):
+    err = run_main("mlm", "--train_file", tmp_path / "nope.txt", "--output_dir", tmp_path / "out")
+    assert "nope.txt does not exist" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_text_column_lists_the_columns(run_main, tmp_path):
+    (tmp_path / "d.csv").write_text("review,stars\ngood film,5\n")
+    err = run_main("mlm", "--train_file", tmp_path / "d.csv", "--output_dir", tmp_path / "out", *TINY_MODEL)
+    assert "no text column 'text'" in err and "review, stars" in err and "--text_column_name" in err
+
+
+def test_missing_label_column(run_main, tmp_path, pretrained):
+    path = sentiment_csv(tmp_path, 10, 0)
+    err = run_main("sequence-classification", "--model_name_or_path", pretrained, "--train_file", path,
+                   "--label_column_name", "stars", "--output_dir", tmp_path / "out")
+    assert "no label column 'stars'" in err and "sentence, label" in err
+
+
+def test_empty_dataset(run_main, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    err = run_main("mlm", "--train_file", tmp_path / "empty.txt", "--output_dir", tmp_path / "out", *TINY_MODEL)
+    assert "empty" in err
+
+
+def test_labels_that_do_not_match_a_fine_tuned_checkpoint(run_main, tmp_path, pretrained):
+    from transformers import AutoModelForSequenceClassification
+
+    three_labels = AutoModelForSequenceClassification.from_pretrained(pretrained, num_labels=3)
+    three_labels.save_pretrained(tmp_path / "three")
+    AutoTokenizer.from_pretrained(pretrained).save_pretrained(tmp_path / "three")
+    err = run_main("sequence-classification", "--model_name_or_path", tmp_path / "three",
+                   "--train_file", sentiment_csv(tmp_path, 10, 0), "--output_dir", tmp_path / "out")
+    assert "fine-tuned with 3 labels" in err and "--ignore_mismatched_sizes" in err
+
+
+def test_output_dir_of_another_run_is_refused_and_kept(run_main, tmp_path, corpus):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"precious")
+    err = run_main("mlm", "--train_file", corpus, "--output_dir", out, *TINY_MODEL)
+    assert "already holds files" in err and "--overwrite_output_dir" in err
+    assert (out / "model.safetensors").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("target", ["latest", "no-such-checkpoint"])
+def test_resume_from_nothing(run_main, tmp_path, corpus, target):
+    err = run_main("mlm", "--train_file", corpus, "--output_dir", tmp_path / "out", "--resume_from_checkpoint",
+                   tmp_path / target if target != "latest" else target, *TINY_MODEL)
+    assert "--resume_from_checkpoint" in err
+
+
+def test_streaming_needs_max_train_steps(run_main, tmp_path, corpus):
+    err = run_main("mlm", "--train_file", corpus, "--output_dir", tmp_path / "out", "--streaming")
+    assert "--max_train_steps" in err
+
+
+def test_unknown_task_and_help():
+    result = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "--help"], capture_output=True, text=True)
+    for option in ("--dataset_name", "--train_file", "--mlm_probability", "--resume_from_checkpoint", "--push_to_hub",
+                   "--lr_scheduler_type", "--hidden_size", "--report_to"):
+        assert option in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "pretrain"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown task 'pretrain'" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_push_to_hub_uploads_model_tokenizer_code_and_card_only(tmp_path, pretrained):
+    from huggingface_hub import HfApi, ModelCard
+
+    uploaded = tmp_path / "uploaded"
+
+    def fake_create_commit(self, repo_id, operations, **kwargs):
+        for op in operations:
+            target = uploaded / op.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(Path(op.path_or_fileobj).read_bytes())
+        return mock.MagicMock()
+
+    folder = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(pretrained), str(folder)], check=True)
+    (folder / "checkpoints" / "step_3").mkdir(parents=True)
+    (folder / "checkpoints" / "step_3" / "optimizer.bin").write_bytes(b"x")
+    (folder / "logs").mkdir()
+    (folder / "logs" / "events").write_bytes(b"x")
+    args = mock.Mock(hub_token=None, hub_model_id="me/tiny")
+    with (
+        mock.patch.object(HfApi, "create_repo", return_value=mock.MagicMock(repo_id="me/tiny")),
+        mock.patch.object(HfApi, "create_commit", fake_create_commit),
+        mock.patch("huggingface_hub.hf_api.is_xet_available", return_value=False),  # the one-commit upload path
+        mock.patch.object(HfApi, "_validate_yaml"),  # a POST to the Hub; the card is parsed offline below
+    ):
+        assert training_run.push_folder(folder, args) == "me/tiny"
+    names = {p.relative_to(uploaded).as_posix() for p in uploaded.rglob("*") if p.is_file()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "modeling_transformer_encoder.py",
+            "configuration_transformer_encoder.py"} <= names
+    assert not any(n.startswith(("checkpoints/", "logs/")) for n in names)
+    card = ModelCard.load(uploaded / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "fill-mask"
+    assert "transformer-encoder" in card.data.tags and card.data.eval_results[0].metric_type == "perplexity"
+
+
+def test_masking_follows_the_80_10_10_rule_and_is_seeded_per_block():
+    from transformer_encoder.training.data import SeededMaskingCollator
+    from transformer_encoder.training.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(iter([[" ".join(WORDS)] * 10]), "wordpiece", 100, 64)
+    rng = random.Random(0)
+    blocks = [{"input_ids": [tokenizer.cls_token_id] + [rng.randrange(5, len(tokenizer)) for _ in range(62)]
+               + [tokenizer.sep_token_id], "example_id": i} for i in range(400)]
+    collator = SeededMaskingCollator(tokenizer, mlm_probability=0.15, seed=3)
+    batch = collator(blocks)
+    original = torch.tensor([b["input_ids"] for b in blocks])
+    masked = batch["labels"] != -100
+    assert masked[:, [0, -1]].sum() == 0  # never [CLS] or [SEP]
+    assert abs(masked.float().mean().item() - 0.15 * 62 / 64) < 0.01
+    became_mask = (batch["input_ids"] == tokenizer.mask_token_id) & masked
+    unchanged = (batch["input_ids"] == original) & masked
+    assert abs(became_mask.sum().item() / masked.sum().item() - 0.8) < 0.03
+    assert abs(unchanged.sum().item() / masked.sum().item() - 0.1 - 0.1 / len(tokenizer)) < 0.03
+    torch.testing.assert_close(batch["labels"][masked], original[masked])
+    # the same block is masked the same way in any batch; another epoch masks it differently
+    alone = collator([blocks[7]])
+    torch.testing.assert_close(alone["input_ids"][0], batch["input_ids"][7])
+    collator.epoch = 1
+    assert not torch.equal(collator([blocks[7]])["labels"][0], batch["labels"][7])

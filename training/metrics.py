@@ -1,0 +1,46 @@
+"""Evaluation metrics, computed here: `evaluate.load(...)` fetches metric code from the Hub at run time."""
+
+from collections import Counter
+
+
+def accuracy(predictions, references) -> float:
+    pairs = list(zip(predictions, references, strict=True))
+    return sum(p == r for p, r in pairs) / max(len(pairs), 1)
+
+
+def entity_spans(tags: list[str]) -> set[tuple[str, int, int]]:
+    """(type, start, end) of every entity in an IOB2 / IOB1 tag sequence, as conlleval reads it: an entity starts
+    at B-X, or at I-X after a tag of another type, and runs over the I-X that follow."""
+    spans, start, kind = set(), None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, _, tag_kind = tag.partition("-")
+        continues = prefix == "I" and tag_kind == kind
+        if start is not None and not continues:
+            spans.add((kind, start, i))
+            start, kind = None, None
+        if prefix in ("B", "I") and not continues:
+            start, kind = i, tag_kind
+    return spans
+
+
+def entity_scores(predicted: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
+    """Entity-level micro precision, recall and F1 over all sentences, and F1 per entity type (an entity counts
+    only if its type and both boundaries match), plus token accuracy."""
+    true_positives, predicted_count, gold_count = Counter(), Counter(), Counter()
+    for p_tags, g_tags in zip(predicted, gold, strict=True):
+        p_spans, g_spans = entity_spans(p_tags), entity_spans(g_tags)
+        for spans, counter in ((p_spans, predicted_count), (g_spans, gold_count), (p_spans & g_spans, true_positives)):
+            counter.update(kind for kind, _, _ in spans)
+
+    def f1(tp, n_predicted, n_gold):
+        precision = tp / n_predicted if n_predicted else 0.0
+        recall = tp / n_gold if n_gold else 0.0
+        return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+
+    precision, recall, overall = f1(sum(true_positives.values()), sum(predicted_count.values()), sum(gold_count.values()))
+    scores = {"precision": precision, "recall": recall, "f1": overall}
+    for kind in sorted(gold_count | predicted_count):
+        scores[f"f1_{kind}"] = f1(true_positives[kind], predicted_count[kind], gold_count[kind])[2]
+    tokens = [(p, g) for ps, gs in zip(predicted, gold) for p, g in zip(ps, gs)]
+    scores["accuracy"] = accuracy(*zip(*tokens)) if tokens else 0.0
+    return scores
