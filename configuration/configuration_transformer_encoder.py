@@ -51,6 +51,9 @@ class TransformerEncoderConfig(PreTrainedConfig):
         tie_word_embeddings (`bool`, defaults to `True`): share the masked-LM output projection with the token
             embeddings.
         classifier_dropout (`float`, *optional*): dropout of the classification heads; `hidden_dropout_prob` if unset.
+        sparse_prediction (`bool`, defaults to `False`): masked LM with labels computes the vocabulary projection
+            only where a label is set (about 15 % of the tokens), and returns the logits of those tokens alone,
+            (n_labelled, vocab_size). Training is faster; leave it off where full-shape logits are needed.
 
     Example:
 
@@ -83,6 +86,7 @@ class TransformerEncoderConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
     classifier_dropout: float | int | None = None
+    sparse_prediction: bool = False
 
     def __post_init__(self, **kwargs):
         # `@strict` re-raises validator errors as its own exception type; checking here first gives users the

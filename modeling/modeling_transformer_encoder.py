@@ -189,13 +189,20 @@ class TransformerEncoderAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tokens: "RealTokens | None" = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch, seq, _ = hidden_states.shape
-        heads = (batch, seq, self.num_heads, self.d_k)
-        q = self.q_proj(hidden_states).view(heads).transpose(1, 2)  # (batch, h, seq, d_k)
-        k = self.k_proj(hidden_states).view(heads).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(heads).transpose(1, 2)
+        """hidden_states: (batch, seq, d_model), or with `tokens` the real tokens only, (n_tokens, d_model): the
+        projections then skip padding, and attention sees the tokens back in their (batch, seq) places."""
+        batch, seq = tokens.shape if tokens is not None else hidden_states.shape[:2]
+
+        def split_heads(x):  # (batch, seq, d_model) → (batch, h, seq, d_k)
+            x = tokens.pad(x) if tokens is not None else x
+            return x.view(batch, seq, self.num_heads, self.d_k).transpose(1, 2)
+
+        q = split_heads(self.q_proj(hidden_states))
+        k = split_heads(self.k_proj(hidden_states))
+        v = split_heads(self.v_proj(hidden_states))
         if position_embeddings is not None:  # rotary positions act on queries and keys only
             cos, sin = position_embeddings
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -214,7 +221,27 @@ class TransformerEncoderAttention(nn.Module):
             **kwargs,
         )
         output = output.reshape(batch, seq, -1)  # Concat(head_1, …, head_h): (batch, seq, h · d_k)
+        if tokens is not None:
+            output = tokens.unpad(output)
         return self.out_proj(output), weights
+
+
+class RealTokens:
+    """Where the real (non-padding) tokens of a padded (batch, seq) batch are. Position-wise work (every linear map,
+    activation and layer norm) then runs on the real tokens alone, as a (n_tokens, …) tensor; only attention needs
+    them back in place. On sentence-length data most of a padded batch is padding, so this saves most of the work."""
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.shape = tuple(attention_mask.shape)
+        self.indices = attention_mask.flatten().nonzero().squeeze(-1)  # flat positions of the real tokens
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, …) → (n_tokens, …)
+        return x.flatten(0, 1)[self.indices]
+
+    def pad(self, x: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_tokens, …) → (batch, seq, …), padding positions taken from `fill` (zeros by default)."""
+        padded = fill.flatten(0, 1) if fill is not None else x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
+        return padded.index_copy(0, self.indices, x).view(*self.shape, *x.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -269,13 +296,19 @@ class TransformerEncoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tokens: RealTokens | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        def self_attention(x):
-            return self.attention(x, attention_mask, position_embeddings, **kwargs)[0]
+        """(batch, seq, d_model) in and out; with `tokens`, the block computes on the real tokens only and the
+        padding positions pass through unchanged."""
 
-        hidden_states = self.residual(hidden_states, self_attention, self.attention_norm)
-        return self.residual(hidden_states, self.feed_forward, self.feed_forward_norm)
+        def self_attention(x):
+            return self.attention(x, attention_mask, position_embeddings, tokens, **kwargs)[0]
+
+        x = tokens.unpad(hidden_states) if tokens is not None else hidden_states
+        x = self.residual(x, self_attention, self.attention_norm)
+        x = self.residual(x, self.feed_forward, self.feed_forward_norm)
+        return tokens.pad(x, fill=hidden_states) if tokens is not None else x
 
 
 class TransformerEncoderPooler(nn.Module):
@@ -394,17 +427,31 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             # A row with no real token has no key to attend to: softmax over nothing is NaN. Such a row attends to
             # all its positions instead, so its (meaningless, padding) outputs stay finite.
             attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
+        tokens = self._real_tokens(attention_mask)
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
 
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, position_embeddings, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask, position_embeddings, tokens, **kwargs)
         if self.final_norm is not None:
             hidden_states = self.final_norm(hidden_states)
 
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
+
+    def _real_tokens(self, attention_mask: torch.Tensor | None) -> RealTokens | None:
+        """Skip the padding in the fast paths: not in eager (the reference, computed as the equations say), not
+        under torch.compile (the number of real tokens would be a data-dependent shape), not without padding."""
+        if (
+            attention_mask is None
+            or attention_mask.dim() != 2
+            or self.config._attn_implementation == "eager"
+            or torch.compiler.is_compiling()
+            or attention_mask.bool().all()
+        ):
+            return None
+        return RealTokens(attention_mask)
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         """Shape and range errors, raised before any kernel runs (an out-of-range id is a device-side assert on
@@ -532,7 +579,11 @@ class TransformerEncoderForMaskedLM(TransformerEncoderPreTrainedModel):
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
-        logits = self.lm_head(outputs.last_hidden_state)
+        hidden_states = outputs.last_hidden_state
+        if labels is not None and self.config.sparse_prediction and not torch.compiler.is_compiling():
+            labelled = labels != -100  # the vocabulary projection is the costliest layer: run it where it counts
+            hidden_states, labels = hidden_states[labelled], labels[labelled]
+        logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)

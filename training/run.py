@@ -88,6 +88,11 @@ def train(args):
     tokenizer = load_or_train_tokenizer(args, raw, accelerator, resume_from)
     task = prepare_task_data(args, raw, tokenizer, accelerator)
     model = build_model(args, tokenizer, task)
+    # Training needs logits at the masked tokens only: the cheaper LM head. The exported config keeps its own value.
+    sparse_training = args.task == "mlm" and isinstance(model.config, TransformerEncoderConfig)
+    exported_sparse_prediction = sparse_training and model.config.sparse_prediction
+    if sparse_training:
+        model.config.sparse_prediction = True
 
     # Loaders draw their seeds from their own generator, not the global RNG that dropout uses: a resumed run then
     # continues from the checkpoint's RNG state exactly as the uninterrupted run did.
@@ -185,6 +190,8 @@ def train(args):
     metrics["train_runtime_s"] = round(time.time() - started, 1)
     metrics["train_steps"] = step
     log.write(step, metrics)
+    if sparse_training:
+        accelerator.unwrap_model(model).config.sparse_prediction = exported_sparse_prediction
     export(accelerator, model, tokenizer, args, metrics, settings)
     if args.with_tracking:
         accelerator.end_training()

@@ -1,0 +1,444 @@
+"""Our encoder against the encoders users would pick instead, side by side in one process.
+
+    python benchmarks/benchmark.py                       # CPU, tiny and BERT-base sizes
+    python benchmarks/benchmark.py --device cuda --sizes base --seq 512 --dtype bfloat16
+
+Peers, configured to the same hidden size, layers, heads, FFN size, vocabulary and activation (parameter counts
+checked before timing): transformers' BertModel / BertForMaskedLM (sdpa and eager), torch.nn.TransformerEncoder
+(with its inference fast path, nested tensors from the padding mask) and transformers' ModernBertModel (GeGLU
+FFN sized to the same parameter count). Workloads: inference at fixed length, inference on real sentence batches
+(SST-2 and CoNLL-2003 dev sentences, tokenized, padded to the longest in each batch of 16), and one masked-LM
+training step (forward, backward, AdamW) at fixed length. Contenders alternate run by run (A B C … A B C …) after
+a warm-up; each figure is the median over rounds, with the min–max spread. Tokens/s counts real tokens only.
+MFU divides the model's useful FLOP/s (dense-equivalent, real tokens) by this machine's measured matmul rate.
+
+Writes `<out>/results-<device>.md`, `.json` and `.png`.
+"""
+
+import argparse
+import csv
+import json
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM, BertModel, ModernBertConfig, ModernBertForMaskedLM, ModernBertModel
+
+import transformer_encoder
+from transformer_encoder import TransformerEncoderConfig, TransformerEncoderForMaskedLM, TransformerEncoderModel
+
+SIZES = {
+    "tiny": dict(hidden=256, layers=4, heads=4, ffn=1024, vocab=8192),
+    "base": dict(hidden=768, layers=12, heads=12, ffn=3072, vocab=30522),
+}
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout; --data moves it
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Contenders
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def ours(size, max_len, mlm=False, implementation="sdpa"):
+    config = TransformerEncoderConfig(
+        vocab_size=size["vocab"], hidden_size=size["hidden"], num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"], intermediate_size=size["ffn"], hidden_act="gelu",
+        position_embedding_type="learned", max_position_embeddings=max(512, max_len), type_vocab_size=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, sparse_prediction=mlm,
+    )
+    cls = TransformerEncoderForMaskedLM if mlm else TransformerEncoderModel
+    return cls._from_config(config, attn_implementation=implementation)
+
+
+def bert(size, max_len, mlm=False, implementation="sdpa"):
+    config = BertConfig(
+        vocab_size=size["vocab"], hidden_size=size["hidden"], num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"], intermediate_size=size["ffn"], hidden_act="gelu",
+        max_position_embeddings=max(512, max_len), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    cls = BertForMaskedLM if mlm else BertModel
+    return cls._from_config(config, attn_implementation=implementation)
+
+
+def modernbert(size, max_len, mlm=False, implementation="sdpa", intermediate=None):
+    if intermediate is None:  # GeGLU holds 3·d·I FFN weights; rotary positions hold none: match BERT's count
+        with torch.device("meta"):
+            target = parameters(bert(size, max_len, mlm))
+            first = round(size["ffn"] * 2 / 3)
+            short = target - parameters(modernbert(size, max_len, mlm, implementation, first))
+        intermediate = first + round(short / (size["layers"] * (3 * size["hidden"] + 2)))
+    config = ModernBertConfig(
+        vocab_size=size["vocab"], hidden_size=size["hidden"], num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"], intermediate_size=intermediate, hidden_activation="gelu",
+        max_position_embeddings=max(512, max_len), layer_types=["full_attention"] * size["layers"],
+        attention_bias=True, mlp_bias=True, norm_bias=True, attention_dropout=0.0, mlp_dropout=0.0,
+        embedding_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2,
+    )
+    cls = ModernBertForMaskedLM if mlm else ModernBertModel
+    return cls._from_config(config, attn_implementation=implementation)
+
+
+class TorchEncoder(nn.Module):
+    """Token + position embeddings, torch.nn.TransformerEncoder, and (for MLM) BERT's LM head."""
+
+    def __init__(self, size, max_len, mlm=False):
+        super().__init__()
+        d = size["hidden"]
+        self.embed = nn.Embedding(size["vocab"], d)
+        self.positions = nn.Embedding(max(512, max_len), d)
+        self.types = nn.Embedding(2, d)
+        self.norm = nn.LayerNorm(d)
+        layer = nn.TransformerEncoderLayer(d, size["heads"], size["ffn"], dropout=0.0, activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, size["layers"], enable_nested_tensor=True)
+        self.mlm = mlm
+        if mlm:
+            self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+            self.decoder = nn.Linear(d, size["vocab"])
+            self.decoder.weight = self.embed.weight
+        else:
+            self.pooler = nn.Linear(d, d)
+
+    def forward(self, input_ids, attention_mask, labels=None):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.norm(self.embed(input_ids) + self.positions(positions) + self.types.weight[0])
+        x = self.encoder(x, src_key_padding_mask=~attention_mask.bool())
+        if not self.mlm:
+            return x, torch.tanh(self.pooler(x[:, 0]))
+        logits = self.decoder(self.head(x))
+        return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def contenders(size, max_len, mlm):
+    """name → model factory; the names are the table's rows."""
+    found = {
+        "ours (sdpa)": lambda: ours(size, max_len, mlm),
+        "BERT (sdpa)": lambda: bert(size, max_len, mlm),
+        "BERT (eager)": lambda: bert(size, max_len, mlm, "eager"),
+        "torch TransformerEncoder": lambda: TorchEncoder(size, max_len, mlm),
+        "ModernBERT (sdpa)": lambda: modernbert(size, max_len, mlm),
+    }
+    if mlm:
+        found["ours (sdpa, dense logits)"] = lambda: ours_dense(size, max_len)
+    return found
+
+
+def ours_dense(size, max_len):
+    model = ours(size, max_len, mlm=True)
+    model.config.sparse_prediction = False
+    return model
+
+
+def parameters(model) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Workloads
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sentence_lengths(tokenizer_vocab: int, data: Path) -> list[int]:
+    """Token counts of the SST-2 and CoNLL-2003 dev sentences, tokenized by a WordPiece tokenizer trained on their
+    training text (the Hub's tokenizers are out of reach here), with [CLS] and [SEP]."""
+    from transformer_encoder.training.tokenizer import train_tokenizer
+
+    sst2 = [row["sentence"] for row in csv.DictReader((data / "sst2" / "validation.csv").open())]
+    conll = [" ".join(json.loads(line)["tokens"]) for line in (data / "conll2003" / "validation.jsonl").open()]
+    corpus = [row["sentence"] for row in csv.DictReader((data / "sst2" / "train.csv").open())]
+    corpus += [" ".join(json.loads(line)["tokens"]) for line in (data / "conll2003" / "train.jsonl").open()]
+    tokenizer = train_tokenizer(iter([corpus]), "wordpiece", tokenizer_vocab, 512)
+    return [len(ids) for ids in tokenizer(sst2 + conll, truncation=True, max_length=128)["input_ids"]]
+
+
+def variable_batches(lengths, vocab, device, n_batches=16, batch_size=16, seed=0):
+    rng = random.Random(seed)
+    order = rng.sample(lengths, n_batches * batch_size)
+    batches = []
+    for i in range(n_batches):
+        rows = order[i * batch_size : (i + 1) * batch_size]
+        longest = max(rows)
+        mask = torch.tensor([[1] * n + [0] * (longest - n) for n in rows], device=device)
+        ids = torch.randint(5, vocab, mask.shape, device=device) * mask
+        batches.append((ids, mask))
+    return batches
+
+
+def fixed_batches(vocab, device, batch, seq, n=1):
+    return [(torch.randint(5, vocab, (batch, seq), device=device), torch.ones(batch, seq, dtype=torch.long, device=device))
+            for _ in range(n)]
+
+
+def flops_per_forward(size, batches, mlm) -> float:
+    """Dense-equivalent model FLOPs of the useful work (real tokens): 2 per multiply-add in every linear map,
+    and 4·d per (query, key) pair of real tokens for attention."""
+    d, layers = size["hidden"], size["layers"]
+    linear = layers * (4 * d * d + 2 * d * size["ffn"]) + (d * d + d * size["vocab"] if mlm else d * d)
+    total = 0.0
+    for _, mask in batches:
+        lengths = mask.sum(-1).double()
+        total += 2 * linear * lengths.sum().item() + 4 * d * layers * (lengths**2).sum().item()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_runner(name, model, workload, batches, device, dtype):
+    """A function that runs the workload once over all batches."""
+    model.to(device)
+    if workload == "train":
+        model.to(torch.float32).train()  # mixed precision: fp32 master weights, autocast compute
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        labelled = [torch.where(torch.rand(ids.shape, generator=generator).to(device) < 0.15, ids, -100) for ids, _ in batches]
+
+        def run():
+            for (ids, mask), labels in zip(batches, labelled):
+                with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+                    out = model(ids, attention_mask=mask, labels=labels)
+                loss = out if torch.is_tensor(out) else out.loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+        return run
+
+    model.to(dtype).eval()
+
+    def run():
+        with torch.inference_mode():
+            for ids, mask in batches:
+                model(ids, attention_mask=mask)
+
+    return run
+
+
+def measure_matmul(device, dtype) -> float:
+    n = 8192 if device == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def time_alternating(runners: dict, rounds: int, device) -> dict[str, list[float]]:
+    for run in runners.values():  # warm-up
+        run()
+        run()
+    seconds = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def peak_memory(factory, name, workload, batches, device, dtype) -> float | None:
+    """Peak memory of one run of the workload beyond what the model (and optimizer state) hold before it.
+    GPU: torch's peak allocated bytes. CPU: the process's peak resident size, in a fresh process per contender."""
+    if device == "cuda":
+        model = factory()
+        run = make_runner(name, model, workload, batches, device, dtype)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    return None
+
+
+def cpu_peak_rss(args, size_name, workload, name) -> float:
+    command = [sys.executable, __file__, "--probe", size_name, workload, name, "--seq", str(args.seq), "--batch",
+               str(args.batch), "--data", args.data]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def probe(args):
+    size_name, workload, name = args.probe
+    size = SIZES[size_name]
+    mlm = workload == "train"
+    if workload == "variable":
+        batches = variable_batches(sentence_lengths(size["vocab"], Path(args.data)), size["vocab"], "cpu")
+    else:
+        batches = fixed_batches(size["vocab"], "cpu", args.batch, args.seq)
+    factory = contenders(size, args.seq, mlm)[name.removesuffix(" + torch.compile")]
+    model = factory()
+    if name.endswith("torch.compile"):
+        model = torch.compile(model)
+    run = make_runner(name, model, workload, batches, "cpu", torch.float32)
+    run()  # warm-up: compilation, first-use allocations, optimizer state
+    baseline = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak resident size to the current one
+    run()
+    print((_status_kib("VmHWM") - baseline) / 1024)
+
+
+def _status_kib(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
+    size = SIZES[size_name]
+    rows = []
+    workloads = {
+        "fixed": fixed_batches(size["vocab"], device, args.batch, args.seq, n=args.fixed_batches),
+        "variable": variable_batches(sentence_lengths(size["vocab"], Path(args.data)), size["vocab"], device),
+        "train": fixed_batches(size["vocab"], device, args.batch, args.seq, n=1),
+    }
+    for workload, batches in workloads.items():
+        if workload not in args.workloads:
+            continue
+        mlm = workload == "train"
+        factories = contenders(size, args.seq, mlm)
+        models = {name: factory() for name, factory in factories.items()}
+        counts = {name: parameters(m) for name, m in models.items()}
+        reference = counts["BERT (sdpa)"]
+        for name, count in counts.items():  # the same model size, or the comparison is void
+            assert abs(count - reference) / reference < 0.02, f"{name}: {count} parameters against BERT's {reference}"
+        runners = {name: make_runner(name, m, workload, batches, device, dtype) for name, m in models.items()}
+        if args.compile and workload != "train":
+            compiled = torch.compile(models["ours (sdpa)"])
+            runners["ours (sdpa) + torch.compile"] = make_runner("compiled", compiled, workload, batches, device, dtype)
+            counts["ours (sdpa) + torch.compile"] = counts["ours (sdpa)"]
+        seconds = time_alternating(runners, args.rounds if size_name == "tiny" else args.rounds_base, device)
+        real_tokens = sum(mask.sum().item() for _, mask in batches)
+        flops = flops_per_forward(size, batches, mlm) * (3 if mlm else 1)
+        for name, times in seconds.items():
+            rate = [real_tokens / t for t in times]
+            row = {
+                "size": size_name, "workload": workload, "contender": name, "parameters": counts[name],
+                "tokens_per_s": statistics.median(rate), "min": min(rate), "max": max(rate),
+                "mfu": flops / statistics.median(times) / matmul_rate,
+                "padding_share": 1 - real_tokens / sum(mask.numel() for _, mask in batches),
+            }
+            if args.memory:
+                row["peak_mib"] = (
+                    peak_memory(factories.get(name, factories["ours (sdpa)"]), name, workload, batches, device, dtype)
+                    if device == "cuda" else cpu_peak_rss(args, size_name, workload, name)
+                )
+            rows.append(row)
+            print(f"{size_name:5} {workload:9} {name:32} {row['tokens_per_s']:10.0f} tok/s", flush=True)
+        del models, runners
+    return rows
+
+
+def write_report(rows, args, device, dtype, matmul_rate, out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    machine = (torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, "
+               f"{torch.get_num_threads()} threads")
+    titles = {"fixed": f"inference, {args.batch}×{args.seq}", "variable": "inference, real sentence batches (16 per batch)",
+              "train": f"MLM training step, {args.batch}×{args.seq}"}
+    lines = [
+        f"Machine: {machine}; torch {torch.__version__}; {dtype}; matmul rate {matmul_rate / 1e9:.0f} GFLOP/s "
+        f"(measured). Medians over rounds, contenders alternated; ratio = ours (sdpa) / that row.",
+        "",
+        "| size | workload | contender | params | real tokens/s (min–max) | ours / this | MFU | peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ours_rate = next(r["tokens_per_s"] for r in rows if r["size"] == row["size"] and
+                         r["workload"] == row["workload"] and r["contender"] == "ours (sdpa)")
+        peak = row.get("peak_mib")
+        lines.append(
+            f"| {row['size']} | {titles[row['workload']]} | {row['contender']} | {row['parameters'] / 1e6:.1f} M | "
+            f"{row['tokens_per_s']:,.0f} ({row['min']:,.0f}–{row['max']:,.0f}) | {ours_rate / row['tokens_per_s']:.2f} | "
+            f"{row['mfu']:.1%} | {'' if peak is None else f'{peak:,.0f}'} |"
+        )
+    stem = out / f"results-{device}"
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "dtype": str(dtype), "rows": rows}, indent=2))
+    plot(rows, titles, stem.with_suffix(".png"), machine)
+    print("\n".join(lines))
+
+
+def plot(rows, titles, path, machine):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["size"], r["workload"]) for r in rows}, key=lambda p: (p[0], list(titles).index(p[1])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (size, workload) in zip(axes[0], panels):
+        chosen = [r for r in rows if r["size"] == size and r["workload"] == workload]
+        names = [r["contender"] for r in chosen]
+        values = [r["tokens_per_s"] for r in chosen]
+        errors = [[r["tokens_per_s"] - r["min"] for r in chosen], [r["max"] - r["tokens_per_s"] for r in chosen]]
+        colors = ["tab:red" if n.startswith("ours") else "tab:gray" for n in names]
+        ax.barh(names, values, xerr=errors, color=colors)
+        ax.invert_yaxis()
+        ax.set_title(f"{size}: {titles[workload]}", fontsize=9)
+        ax.set_xlabel("real tokens / s")
+    fig.suptitle(machine, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], choices=SIZES)
+    parser.add_argument("--workloads", nargs="+", default=["fixed", "variable", "train"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--fixed_batches", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds_base", type=int, default=4)
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile row for our model")
+    parser.add_argument("--memory", action="store_true", help="measure peak memory (CPU: one process each)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--data", default=str(DATA), help="folder holding sst2/ and conll2003/")
+    parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        return probe(args)
+    device = args.device
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    torch.manual_seed(0)
+    matmul_rate = measure_matmul(device, dtype)
+    rows = []
+    for size_name in args.sizes:
+        rows += benchmark_size(args, size_name, device, dtype, matmul_rate)
+    write_report(rows, args, device, dtype, matmul_rate, Path(args.out))
+
+
+if __name__ == "__main__":
+    print(f"transformer_encoder {transformer_encoder.__version__}", file=sys.stderr)
+    main()
