@@ -358,14 +358,13 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
     return rows
 
 
-def write_report(rows, args, device, dtype, matmul_rate, out: Path):
+def write_report(rows, args, device, dtype, matmul_rate, out: Path, machine=None, torch_version=torch.__version__):
     out.mkdir(parents=True, exist_ok=True)
-    machine = (torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, "
-               f"{torch.get_num_threads()} threads")
+    machine = machine or machine_name(device)
     titles = {"fixed": f"inference, {args.batch}×{args.seq}", "variable": "inference, real sentence batches (16 per batch)",
               "train": f"MLM training step, {args.batch}×{args.seq}"}
     lines = [
-        f"Machine: {machine}; torch {torch.__version__}; {dtype}; matmul rate {matmul_rate / 1e9:.0f} GFLOP/s "
+        f"Machine: {machine}; torch {torch_version}; {dtype}; matmul rate {matmul_rate / 1e9:.0f} GFLOP/s "
         f"(measured). Medians over rounds, contenders alternated; ratio = ours (sdpa) / that row.",
         "",
         "| size | workload | contender | params | real tokens/s (min–max) | ours / this | MFU | peak MiB |",
@@ -382,7 +381,9 @@ def write_report(rows, args, device, dtype, matmul_rate, out: Path):
         )
     stem = out / f"results-{device}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "dtype": str(dtype), "rows": rows}, indent=2))
+    saved = {"machine": machine, "torch": torch_version, "dtype": str(dtype), "matmul_rate": matmul_rate,
+             "batch": args.batch, "seq": args.seq, "rows": rows}
+    stem.with_suffix(".json").write_text(json.dumps(saved, indent=2))
     plot(rows, titles, stem.with_suffix(".png"), machine)
     print("\n".join(lines))
 
@@ -393,21 +394,34 @@ def plot(rows, titles, path, machine):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["size"], r["workload"]) for r in rows}, key=lambda p: (p[0], list(titles).index(p[1])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
-    for ax, (size, workload) in zip(axes[0], panels):
-        chosen = [r for r in rows if r["size"] == size and r["workload"] == workload]
-        names = [r["contender"] for r in chosen]
-        values = [r["tokens_per_s"] for r in chosen]
-        errors = [[r["tokens_per_s"] - r["min"] for r in chosen], [r["max"] - r["tokens_per_s"] for r in chosen]]
-        colors = ["tab:red" if n.startswith("ours") else "tab:gray" for n in names]
-        ax.barh(names, values, xerr=errors, color=colors)
-        ax.invert_yaxis()
-        ax.set_title(f"{size}: {titles[workload]}", fontsize=9)
-        ax.set_xlabel("real tokens / s")
+    sizes = sorted({r["size"] for r in rows}, key=list(SIZES).index)
+    workloads = [w for w in titles if any(r["workload"] == w for r in rows)]
+    fig, axes = plt.subplots(len(sizes), len(workloads), figsize=(5.2 * len(workloads), 3.2 * len(sizes)), squeeze=False)
+    for i, size in enumerate(sizes):
+        for j, workload in enumerate(workloads):
+            ax = axes[i][j]
+            chosen = [r for r in rows if r["size"] == size and r["workload"] == workload]
+            names = [r["contender"] for r in chosen]
+            values = [r["tokens_per_s"] for r in chosen]
+            errors = [[r["tokens_per_s"] - r["min"] for r in chosen], [r["max"] - r["tokens_per_s"] for r in chosen]]
+            colors = ["tab:red" if n.startswith("ours") else "tab:gray" for n in names]
+            ax.barh(names, values, xerr=errors, color=colors)
+            ax.invert_yaxis()
+            ax.set_title(f"{size}: {titles[workload]}", fontsize=9)
+            ax.set_xlabel("real tokens / s (median, min–max)", fontsize=8)
+            ax.tick_params(labelsize=8)
     fig.suptitle(machine, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def machine_name(device) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")), platform.machine()) if cpuinfo.exists() else platform.machine()
+    return f"{model}, {torch.get_num_threads()} threads"
 
 
 def main():
@@ -425,10 +439,17 @@ def main():
     parser.add_argument("--memory", action="store_true", help="measure peak memory (CPU: one process each)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--data", default=str(DATA), help="folder holding sst2/ and conll2003/")
+    parser.add_argument("--report_from", help="redraw the table and chart of an earlier run's results-*.json")
     parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
         return probe(args)
+    if args.report_from:
+        saved = json.loads(Path(args.report_from).read_text())
+        args.batch, args.seq = saved.get("batch", args.batch), saved.get("seq", args.seq)
+        device = "cuda" if "cuda" in Path(args.report_from).name else "cpu"
+        return write_report(saved["rows"], args, device, saved["dtype"], saved["matmul_rate"],
+                            Path(args.report_from).parent, saved["machine"], saved["torch"])
     device = args.device
     dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
     torch.manual_seed(0)

@@ -38,9 +38,10 @@ EMBEDDED_DEFAULT_MODEL = {
 EMBEDDED_DEFAULT_TRAINING = {
     "max_seq_length": 128,
     "vocab_size": 4000,
-    "num_train_epochs": 15,
+    "num_train_epochs": 40,
     "learning_rate": 1e-3,
     "num_warmup_steps": 100,
+    "eval_steps": 200,
 }
 TRAINING_DEFAULTS = {
     "max_seq_length": 128,
@@ -48,6 +49,7 @@ TRAINING_DEFAULTS = {
     "num_train_epochs": 3,
     "learning_rate": 5e-4,
     "num_warmup_steps": 0,
+    "eval_steps": None,
 }
 
 
@@ -145,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--num_warmup_steps", type=int, help="optimizer steps of linear warmup; default 0 (100 on the built-in corpus)"
     )
-    train.add_argument("--num_train_epochs", type=int, help="default 3 (15 on the built-in corpus)")
+    train.add_argument("--num_train_epochs", type=int, help="default 3 (40 on the built-in corpus)")
     train.add_argument("--max_train_steps", type=int, help="optimizer steps; overrides --num_train_epochs")
     train.add_argument(
         "--mixed_precision",
@@ -165,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite_output_dir", action="store_true", help="allow an output_dir that holds another run"
     )
-    train.add_argument("--eval_steps", type=int, help="also evaluate every N optimizer steps")
+    train.add_argument(
+        "--eval_steps", type=int, help="also evaluate every N optimizer steps (200 on the built-in corpus)"
+    )
     train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
 
     track = parser.add_argument_group("tracking and sharing")

@@ -236,6 +236,7 @@ def run_settings(args, accelerator, max_steps) -> dict:
     settings = {k: v for k, v in vars(args).items() if k != "hub_token"}
     settings.update(
         num_processes=accelerator.num_processes,
+        distributed_type=str(accelerator.distributed_type),
         mixed_precision=accelerator.mixed_precision,
         total_train_batch_size=args.per_device_train_batch_size
         * accelerator.num_processes
