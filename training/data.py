@@ -139,10 +139,7 @@ def pack_for_mlm(raw, tokenizer, text_column: str, args, main_process_first):
     packed = {}
     for split, dataset in raw.items():
         columns = list(dataset.column_names or dataset.features or [])
-        map_kwargs = {} if args.streaming else {
-            "num_proc": args.preprocessing_num_workers,
-            "load_from_cache_file": not args.overwrite_cache,
-        }
+        map_kwargs = {} if args.streaming else _map_options(args)  # a stream maps lazily, without a cache
         with main_process_first():
             tokens = dataset.map(tokenize, batched=True, remove_columns=columns, **map_kwargs)
             blocks = tokens.map(pack, batched=True, batch_size=1000, **map_kwargs)
@@ -153,6 +150,11 @@ def pack_for_mlm(raw, tokenizer, text_column: str, args, main_process_first):
             )
         packed[split] = blocks
     return packed
+
+
+def _map_options(args) -> dict:
+    """datasets.map in parallel where asked, reusing its cache unless --overwrite_cache."""
+    return {"num_proc": args.preprocessing_num_workers, "load_from_cache_file": not args.overwrite_cache}
 
 
 def _number(batch, indices):
@@ -214,13 +216,7 @@ def encode_for_sequence_classification(dataset, tokenizer, text_column, label_co
         encoded["labels"] = [float(v) for v in labels] if label_to_id is None else [_label_id(v, label_to_id) for v in labels]
         return encoded
 
-    return dataset.map(
-        encode,
-        batched=True,
-        remove_columns=dataset.column_names,
-        num_proc=args.preprocessing_num_workers,
-        load_from_cache_file=not args.overwrite_cache,
-    )
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, **_map_options(args))
 
 
 def encode_for_token_classification(dataset, tokenizer, text_column, label_column, label_to_id, args):
@@ -243,13 +239,7 @@ def encode_for_token_classification(dataset, tokenizer, text_column, label_colum
             encoded["labels"].append(labels)
         return encoded
 
-    return dataset.map(
-        encode,
-        batched=True,
-        remove_columns=dataset.column_names,
-        num_proc=args.preprocessing_num_workers,
-        load_from_cache_file=not args.overwrite_cache,
-    )
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, **_map_options(args))
 
 
 def _label_id(value, label_to_id):

@@ -126,7 +126,7 @@ def train(args):
             f"--gradient_accumulation_steps={args.gradient_accumulation_steps}."
         )
     max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    num_epochs = args.num_train_epochs if args.streaming else math.ceil(max_steps / steps_per_epoch)
+    num_epochs = None if args.streaming else math.ceil(max_steps / steps_per_epoch)
     # Not prepared: a prepared scheduler steps once per process per optimizer step. Saved with the checkpoints.
     scheduler = get_scheduler(
         args.lr_scheduler_type, optimizer=optimizer, num_warmup_steps=args.num_warmup_steps, num_training_steps=max_steps
