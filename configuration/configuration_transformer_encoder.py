@@ -46,6 +46,10 @@ class TransformerEncoderConfig(PreTrainedConfig):
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every layer norm.
         type_vocab_size (`int`, defaults to 0): number of segment (token type) ids; 0 means no segment embeddings.
         scale_embeddings (`bool`, defaults to `True`): multiply token embeddings by sqrt(d_model), as the paper does.
+        embedding_layer_norm (`bool`, defaults to `False`): a layer norm over the summed embeddings, as BERT and
+            RoBERTa have.
+        position_offset (`int`, defaults to 0): added to every position id before the learned position table is
+            read (RoBERTa numbers positions from pad_token_id + 1 = 2).
         pad_token_id (`int`, defaults to 0): id of the padding token.
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal weight initialisation.
         tie_word_embeddings (`bool`, defaults to `True`): share the masked-LM output projection with the token
@@ -82,6 +86,8 @@ class TransformerEncoderConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     type_vocab_size: int = 0
     scale_embeddings: bool = True
+    embedding_layer_norm: bool = False
+    position_offset: int = 0
     pad_token_id: int | None = 0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
@@ -130,6 +136,11 @@ class TransformerEncoderConfig(PreTrainedConfig):
             raise ValueError(f"Sinusoidal positions pair sines and cosines: hidden_size ({self.hidden_size}) must be even.")
         if self.position_embedding_type == "rotary" and self.head_dim % 2:
             raise ValueError(f"Rotary positions rotate pairs of dimensions: the head size ({self.head_dim}) must be even.")
+        if self.position_offset < 0 or self.position_offset >= self.max_position_embeddings:
+            raise ValueError(
+                f"`position_offset` ({self.position_offset}) must lie in [0, max_position_embeddings="
+                f"{self.max_position_embeddings})."
+            )
         if self.type_vocab_size < 0:
             raise ValueError(f"`type_vocab_size` must be >= 0 (0 disables segment embeddings), got {self.type_vocab_size}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):

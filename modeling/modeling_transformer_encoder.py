@@ -88,7 +88,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class TransformerEncoderEmbeddings(nn.Module):
-    """Token embeddings (scaled by √d_model, as the paper does) + positions (+ segments), then dropout."""
+    """Token embeddings (scaled by √d_model, as the paper does) + positions (+ segments), then dropout; BERT-family
+    checkpoints add a layer norm before the dropout and read learned positions from an offset."""
 
     def __init__(self, config: TransformerEncoderConfig):
         super().__init__()
@@ -104,6 +105,8 @@ class TransformerEncoderEmbeddings(nn.Module):
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
         )
+        self.position_offset = config.position_offset
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.embedding_layer_norm else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
@@ -119,11 +122,13 @@ class TransformerEncoderEmbeddings(nn.Module):
         if self.position_embedding_type == "sinusoidal":
             embeddings = embeddings + sinusoidal_position_encoding(position_ids, self.hidden_size, embeddings.dtype)
         elif self.position_embedding_type == "learned":
-            embeddings = embeddings + self.position_embeddings(position_ids)
+            embeddings = embeddings + self.position_embeddings(position_ids + self.position_offset)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(position_ids)
             embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        if self.norm is not None:
+            embeddings = self.norm(embeddings)
         return self.dropout(embeddings)
 
 
@@ -481,18 +486,19 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
         for name, ids in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
             if ids is not None and (ids.dim() != 2 or ids.shape[1] != shape[1] or ids.shape[0] not in (1, shape[0])):
                 raise ValueError(f"`{name}` has shape {tuple(ids.shape)}; expected {shape} to match the inputs.")
-        if config.position_embedding_type == "learned" and shape[1] > config.max_position_embeddings:
+        longest = config.max_position_embeddings - config.position_offset
+        if config.position_embedding_type == "learned" and shape[1] > longest:
             raise ValueError(
-                f"The sequence has {shape[1]} tokens but learned positions stop at max_position_embeddings="
-                f"{config.max_position_embeddings}: truncate the inputs (tokenizer(..., truncation=True, "
-                f"max_length={config.max_position_embeddings})) or use sinusoidal/rotary positions."
+                f"The sequence has {shape[1]} tokens but the learned positions hold {longest} "
+                f"(max_position_embeddings={config.max_position_embeddings}): truncate the inputs "
+                f"(tokenizer(..., truncation=True, max_length={longest})) or use sinusoidal/rotary positions."
             )
         if torch.compiler.is_compiling():
             return  # the range checks below read tensor values: a graph break under torch.compile
         _check_range("input_ids", input_ids, config.vocab_size, "vocab_size")
         _check_range("token_type_ids", token_type_ids, max(config.type_vocab_size, 1), "type_vocab_size")
         if config.position_embedding_type == "learned":
-            _check_range("position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings")
+            _check_range("position_ids", position_ids, longest, "max_position_embeddings - position_offset")
 
 
 def _unreadable_safetensors(folder) -> list[str]:

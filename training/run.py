@@ -359,10 +359,11 @@ def build_model(args, tokenizer, task):
             )
         model = auto_class.from_config(config, attn_implementation=args.attn_implementation)
     config = model.config
-    if getattr(config, "position_embedding_type", None) == "learned" and args.max_seq_length > config.max_position_embeddings:
+    positions = config.max_position_embeddings - getattr(config, "position_offset", 0)
+    if getattr(config, "position_embedding_type", None) == "learned" and args.max_seq_length > positions:
         raise UsageError(
-            f"--max_seq_length={args.max_seq_length} is longer than the model's learned positions "
-            f"(max_position_embeddings={config.max_position_embeddings}): lower it."
+            f"--max_seq_length={args.max_seq_length} is longer than the model's {positions} learned positions: "
+            "lower it."
         )
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
