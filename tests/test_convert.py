@@ -226,6 +226,11 @@ def test_fine_tune_and_visualize_a_converted_checkpoint(tmp_path):
 
     from transformers import AutoTokenizer
 
+    from transformers import pipeline
+
+    features = pipeline("feature-extraction", model=str(tmp_path / "converted"))("the cat sat")
+    assert len(features[0][0]) == 36  # one hidden_size vector per token
+
     converted = AutoModel.from_pretrained(tmp_path / "converted")
     tokens, weights = attention_weights(converted, AutoTokenizer.from_pretrained(tmp_path / "converted"), "the cat")
     assert weights.shape == (2, 3, len(tokens), len(tokens))
