@@ -97,7 +97,7 @@ def test_mlm_from_yaml_options_with_bpe_bf16_and_tensorboard(tmp_path, corpus):
     )
     cli(options, *TINY_MODEL)
     assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event file"
-    settings = json.loads((out / "README.md").read_text().split("## Training settings")[1].split("```json")[1].split("```")[0])
+    settings = card_settings(out)
     assert settings["mixed_precision"] == "bf16" and settings["tokenizer_type"] == "bpe"
     assert AutoTokenizer.from_pretrained(out).convert_ids_to_tokens(0) == "[PAD]"
     entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -106,10 +106,24 @@ def test_mlm_from_yaml_options_with_bpe_bf16_and_tensorboard(tmp_path, corpus):
     assert losses[0]["learning_rate"] == pytest.approx(5e-4)  # inverse_sqrt: the peak at the end of warmup
 
 
-def test_mlm_streaming(tmp_path, corpus):
+TWO_PROCESSES = dict(
+    launcher=[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", "0", "-m"],
+    env={"ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo"},
+)
+
+
+def card_settings(folder: Path) -> dict:
+    return json.loads((folder / "README.md").read_text().split("## Training settings")[1].split("```json")[1].split("```")[0])
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_mlm_streaming(tmp_path, corpus, processes):
     out = tmp_path / "stream"
-    cli("mlm", "--train_file", corpus, "--output_dir", out, "--streaming", "--max_train_steps", 3, *TINY_MODEL)
+    cli("mlm", "--train_file", corpus, "--output_dir", out, "--streaming", "--max_train_steps", 3, *TINY_MODEL,
+        **(TWO_PROCESSES if processes == 2 else {}))
     assert json.loads((out / "all_results.json").read_text())["train_steps"] == 3
+    assert card_settings(out)["num_processes"] == processes
 
 
 def sentiment_csv(folder: Path, n: int, seed: int) -> Path:
@@ -181,13 +195,8 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path, corpus):
     cli(*common, "--output_dir", tmp_path / "one", "--per_device_train_batch_size", 8)
     cli(*common, "--output_dir", tmp_path / "accumulated", "--per_device_train_batch_size", 4,
         "--gradient_accumulation_steps", 2)
-    two = cli(
-        *common, "--output_dir", tmp_path / "two", "--per_device_train_batch_size", 4,
-        launcher=[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0", "-m"],
-        env={"ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo"},
-    )
-    settings = json.loads((tmp_path / "two" / "README.md").read_text().split("```json")[2].split("```")[0])
-    assert settings["num_processes"] == 2, two.stderr[-2000:]
+    two = cli(*common, "--output_dir", tmp_path / "two", "--per_device_train_batch_size", 4, **TWO_PROCESSES)
+    assert card_settings(tmp_path / "two")["num_processes"] == 2, two.stderr[-2000:]
     reference = final_weights(tmp_path / "one")
     assert max_difference(final_weights(tmp_path / "accumulated"), reference) < 1e-5
     assert max_difference(final_weights(tmp_path / "two"), reference) < 1e-5
