@@ -318,7 +318,8 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
     rows = []
     workloads = {
         "fixed": fixed_batches(size["vocab"], device, args.batch, args.seq, n=args.fixed_batches),
-        "variable": variable_batches(sentence_lengths(size["vocab"], Path(args.data)), size["vocab"], device),
+        "variable": variable_batches(sentence_lengths(size["vocab"], Path(args.data)), size["vocab"], device,
+                                     batch_size=args.variable_batch_size),
         "train": fixed_batches(size["vocab"], device, args.batch, args.seq, n=1),
     }
     for workload, batches in workloads.items():
@@ -358,10 +359,12 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
     return rows
 
 
-def write_report(rows, args, device, dtype, matmul_rate, out: Path, machine=None, torch_version=torch.__version__):
-    out.mkdir(parents=True, exist_ok=True)
+def write_report(rows, args, device, dtype, matmul_rate, stem: Path, machine=None, torch_version=torch.__version__):
+    """stem.md (the table), stem.json (the numbers, which --report_from redraws) and stem.png (the chart)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     machine = machine or machine_name(device)
-    titles = {"fixed": f"inference, {args.batch}×{args.seq}", "variable": "inference, real sentence batches (16 per batch)",
+    titles = {"fixed": f"inference, {args.batch}×{args.seq}",
+              "variable": f"inference, real sentence batches ({args.variable_batch_size} per batch)",
               "train": f"MLM training step, {args.batch}×{args.seq}"}
     lines = [
         f"Machine: {machine}; torch {torch_version}; {dtype}; matmul rate {matmul_rate / 1e9:.0f} GFLOP/s "
@@ -379,10 +382,9 @@ def write_report(rows, args, device, dtype, matmul_rate, out: Path, machine=None
             f"{row['tokens_per_s']:,.0f} ({row['min']:,.0f}–{row['max']:,.0f}) | {ours_rate / row['tokens_per_s']:.2f} | "
             f"{row['mfu']:.1%} | {'' if peak is None else f'{peak:,.0f}'} |"
         )
-    stem = out / f"results-{device}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     saved = {"machine": machine, "torch": torch_version, "dtype": str(dtype), "matmul_rate": matmul_rate,
-             "batch": args.batch, "seq": args.seq, "rows": rows}
+             "batch": args.batch, "seq": args.seq, "variable_batch_size": args.variable_batch_size, "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(saved, indent=2))
     plot(rows, titles, stem.with_suffix(".png"), machine)
     print("\n".join(lines))
@@ -433,6 +435,7 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--fixed_batches", type=int, default=2)
+    parser.add_argument("--variable_batch_size", type=int, default=16, help="sentences per real-sentence batch")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--rounds_base", type=int, default=4)
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row for our model")
@@ -447,9 +450,10 @@ def main():
     if args.report_from:
         saved = json.loads(Path(args.report_from).read_text())
         args.batch, args.seq = saved.get("batch", args.batch), saved.get("seq", args.seq)
+        args.variable_batch_size = saved.get("variable_batch_size", 16)
         device = "cuda" if "cuda" in Path(args.report_from).name else "cpu"
         return write_report(saved["rows"], args, device, saved["dtype"], saved["matmul_rate"],
-                            Path(args.report_from).parent, saved["machine"], saved["torch"])
+                            Path(args.report_from).with_suffix(""), saved["machine"], saved["torch"])
     device = args.device
     dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
     torch.manual_seed(0)
@@ -457,7 +461,7 @@ def main():
     rows = []
     for size_name in args.sizes:
         rows += benchmark_size(args, size_name, device, dtype, matmul_rate)
-    write_report(rows, args, device, dtype, matmul_rate, Path(args.out))
+    write_report(rows, args, device, dtype, matmul_rate, Path(args.out) / f"results-{device}")
 
 
 if __name__ == "__main__":

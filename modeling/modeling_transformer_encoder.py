@@ -231,6 +231,9 @@ class TransformerEncoderAttention(nn.Module):
         return self.out_proj(output), weights
 
 
+GPU_UNPAD_MIN_POSITIONS = 8192  # batch × sequence positions below which a GPU batch keeps its padding
+
+
 class RealTokens:
     """Where the real (non-padding) tokens of a padded (batch, seq) batch are. Position-wise work (every linear map,
     activation and layer norm) then runs on the real tokens alone, as a (n_tokens, …) tensor; only attention needs
@@ -447,12 +450,15 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
 
     def _real_tokens(self, attention_mask: torch.Tensor | None) -> RealTokens | None:
         """Skip the padding in the fast paths: not in eager (the reference, computed as the equations say), not
-        under torch.compile (the number of real tokens would be a data-dependent shape), not without padding."""
+        under torch.compile (the number of real tokens would be a data-dependent shape), not without padding, and
+        not for small batches on a GPU, whose time goes to launching kernels, which the gathers add to (measured,
+        H200, BERT-base size, sentence batches: 0.74x BERT at 16 sentences, 0.81x at 64, 1.44x at 256)."""
         if (
             attention_mask is None
             or attention_mask.dim() != 2
             or self.config._attn_implementation == "eager"
             or torch.compiler.is_compiling()
+            or (attention_mask.is_cuda and attention_mask.numel() < GPU_UNPAD_MIN_POSITIONS)
             or attention_mask.bool().all()
         ):
             return None

@@ -23,15 +23,21 @@ def implementations():
     return found
 
 
+SMALL = (33, 17, 5, 0)  # kept padded on a GPU
+LARGE = tuple(range(64, 0, -1)) * 2 + (0, 3)  # 130 x 64 positions: the real tokens are gathered
+
+
 @pytest.mark.parametrize("implementation", implementations())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("position", ["sinusoidal", "rotary"])
-def test_fast_paths_match_eager_on_gpu(implementation, dtype, position):
+@pytest.mark.parametrize("lengths", [SMALL, LARGE], ids=["small-batch", "large-batch"])
+def test_fast_paths_match_eager_on_gpu(implementation, dtype, position, lengths):
     if implementation == "flash_attention_2" and dtype == torch.float32:
         pytest.skip("flash attention runs in half precision only")
     config = tiny_config(position_embedding_type=position, hidden_size=64, num_attention_heads=4)
     model = TransformerEncoderModel(config).to(CUDA, dtype).eval()
-    input_ids, attention_mask = padded_batch(lengths=(33, 17, 5, 0))
+    input_ids, attention_mask = padded_batch(lengths=lengths)
+    assert (model._real_tokens(attention_mask.to(CUDA)) is None) == (lengths is SMALL)
     input_ids, attention_mask = input_ids.to(CUDA), attention_mask.to(CUDA)
     with torch.no_grad():
         model.set_attn_implementation("eager")
