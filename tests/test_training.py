@@ -253,6 +253,12 @@ def test_missing_file(run_main, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_missing_hub_dataset(run_main, tmp_path):
+    err = run_main("mlm", "--dataset_name", "no-one/no-such-dataset", "--output_dir", tmp_path / "out")
+    assert "Could not load the dataset 'no-one/no-such-dataset'" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_text_column_lists_the_columns(run_main, tmp_path):
     (tmp_path / "d.csv").write_text("review,stars\ngood film,5\n")
     err = run_main("mlm", "--train_file", tmp_path / "d.csv", "--output_dir", tmp_path / "out", *TINY_MODEL)
