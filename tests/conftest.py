@@ -1,9 +1,17 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 # Tests never reach the Hub: everything they load they build themselves or read from ../shared/data.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A fresh datasets cache per test session (set before datasets is imported, which reads it once): results do not
+# depend on what earlier runs left in ~/.cache.
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-datasets-")
+    atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

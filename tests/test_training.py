@@ -209,6 +209,14 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path, corpus):
     assert losses["accumulated"] == pytest.approx(losses["one"], abs=1e-4)
 
 
+def test_streaming_on_two_processes_matches_one_process(tmp_path, corpus):
+    """Each process reads its own part of the stream: together they see what one process sees."""
+    common = ["mlm", "--train_file", corpus, "--streaming", *EXACT]
+    cli(*common, "--output_dir", tmp_path / "one", "--per_device_train_batch_size", 8)
+    cli(*common, "--output_dir", tmp_path / "two", "--per_device_train_batch_size", 4, **TWO_PROCESSES)
+    assert max_difference(final_weights(tmp_path / "two"), final_weights(tmp_path / "one")) < 1e-5
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, corpus):
     common = ["mlm", "--train_file", corpus, *TINY_MODEL, "--max_train_steps", 6, "--checkpointing_steps", 3,
               "--checkpoints_total_limit", 0]  # default dropout: the RNG state is restored too

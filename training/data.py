@@ -100,9 +100,20 @@ def _take(dataset, n: int):
     return dataset.take(n) if not isinstance(dataset, Dataset) else dataset.select(range(min(n, len(dataset))))
 
 
+def column_names(dataset) -> list[str]:
+    """The columns of a dataset or stream. A stream read from files may not know its features until read:
+    then its first example tells."""
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    first = next(iter(dataset), None)
+    return list(first) if first is not None else []
+
+
 def pick_column(dataset, requested: str | None, defaults: tuple[str, ...], what: str) -> str:
     """The column to read: the one asked for, else the first default present; a clear error otherwise."""
-    columns = list(dataset.column_names or dataset.features or [])
+    columns = column_names(dataset)
+    if not columns:
+        raise UsageError("The dataset is empty: there is nothing to train on.")
     candidates = (requested,) if requested else defaults
     for name in candidates:
         if name in columns:
@@ -138,7 +149,7 @@ def pack_for_mlm(raw, tokenizer, text_column: str, args, main_process_first):
 
     packed = {}
     for split, dataset in raw.items():
-        columns = list(dataset.column_names or dataset.features or [])
+        columns = column_names(dataset)
         map_kwargs = {} if args.streaming else _map_options(args)  # a stream maps lazily, without a cache
         with main_process_first():
             tokens = dataset.map(tokenize, batched=True, remove_columns=columns, **map_kwargs)
