@@ -12,7 +12,7 @@ from unittest import mock
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipeline
+from transformers import AutoModel, AutoTokenizer, pipeline
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
 from transformer_encoder.training import run as training_run

@@ -32,7 +32,7 @@ from transformers import (
     get_scheduler,
 )
 
-from .. import TransformerEncoderConfig, TransformerEncoderForMaskedLM
+from .. import TransformerEncoderConfig
 from . import data as training_data
 from .arguments import (
     EMBEDDED_DEFAULT_MODEL,
