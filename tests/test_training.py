@@ -209,6 +209,17 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path, corpus):
     assert losses["accumulated"] == pytest.approx(losses["one"], abs=1e-4)
 
 
+def test_the_same_seed_and_tokenizer_give_the_same_weights(tmp_path, corpus, pretrained):
+    """Reproducible runs (with dropout and evaluations in between); the tokenizer is given, because `tokenizers`
+    breaks ties between equally frequent merges in hash order, so a freshly trained WordPiece vocabulary can differ
+    in a few entries from run to run on real text."""
+    common = ["mlm", "--train_file", corpus, "--tokenizer_name", pretrained, *TINY_MODEL, "--max_train_steps", 6,
+              "--eval_steps", 2]
+    cli(*common, "--output_dir", tmp_path / "a")
+    cli(*common, "--output_dir", tmp_path / "b")
+    assert max_difference(final_weights(tmp_path / "a"), final_weights(tmp_path / "b")) == 0.0
+
+
 def test_streaming_on_two_processes_matches_one_process(tmp_path, corpus):
     """Each process reads its own part of the stream: together they see what one process sees."""
     common = ["mlm", "--train_file", corpus, "--streaming", *EXACT]
