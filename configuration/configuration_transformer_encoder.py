@@ -106,6 +106,11 @@ class TransformerEncoderConfig(PreTrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def learned_positions(self) -> int:
+        """How many positions the learned table holds past `position_offset`: the longest sequence it accepts."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
     def is_gated(self) -> bool:
         return self.hidden_act in GATED_ACTIVATIONS
 

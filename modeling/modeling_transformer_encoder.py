@@ -492,7 +492,7 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
         for name, ids in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
             if ids is not None and (ids.dim() != 2 or ids.shape[1] != shape[1] or ids.shape[0] not in (1, shape[0])):
                 raise ValueError(f"`{name}` has shape {tuple(ids.shape)}; expected {shape} to match the inputs.")
-        longest = config.max_position_embeddings - config.position_offset
+        longest = config.learned_positions
         if config.position_embedding_type == "learned" and shape[1] > longest:
             raise ValueError(
                 f"The sequence has {shape[1]} tokens but the learned positions hold {longest} "

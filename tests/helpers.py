@@ -1,5 +1,8 @@
 """Tiny configs and inputs shared by the tests."""
 
+from pathlib import Path
+from unittest import mock
+
 import torch
 
 from transformer_encoder import TransformerEncoderConfig
@@ -28,3 +31,17 @@ def padded_batch(vocab_size=99, lengths=(9, 5, 1), seed=0):
     input_ids = torch.randint(1, vocab_size, (len(lengths), seq), generator=generator)
     attention_mask = (torch.arange(seq)[None, :] < torch.tensor(lengths)[:, None]).long()
     return input_ids.masked_fill(attention_mask == 0, 0), attention_mask
+
+
+def commit_into(folder: Path):
+    """A stand-in for `HfApi.create_commit` that writes the committed files into `folder`: the Hub, offline."""
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        for op in operations:
+            target = folder / op.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = op.path_or_fileobj
+            target.write_bytes(Path(source).read_bytes() if isinstance(source, (str, Path)) else source.read())
+        return mock.MagicMock()
+
+    return create_commit

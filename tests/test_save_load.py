@@ -6,12 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
-from helpers import padded_batch, tiny_config
+from helpers import commit_into, padded_batch, tiny_config
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from transformers import (
@@ -210,19 +209,10 @@ def test_missing_folder_gives_a_clear_error(tmp_path):
 
 def test_push_to_hub_uploads_a_folder_that_loads_with_remote_code(tmp_path):
     uploaded = tmp_path / "uploaded"
-    uploaded.mkdir()
-
-    def fake_create_commit(self, repo_id, operations, **kwargs):
-        for op in operations:
-            target = uploaded / op.path_in_repo
-            source = op.path_or_fileobj
-            target.write_bytes(Path(source).read_bytes() if isinstance(source, (str, Path)) else source.read())
-        return mock.MagicMock()
-
     model = TransformerEncoderForSequenceClassification(tiny_config(num_labels=2)).eval()
     with (
         mock.patch.object(HfApi, "create_repo", return_value=mock.MagicMock(repo_id="me/tiny-encoder")),
-        mock.patch.object(HfApi, "create_commit", fake_create_commit),
+        mock.patch.object(HfApi, "create_commit", commit_into(uploaded)),
         mock.patch.object(ModelCard, "load", side_effect=EntryNotFoundError("no card")),
     ):
         model.push_to_hub("me/tiny-encoder", tags=["transformer-encoder"])

@@ -11,6 +11,7 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import commit_into
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, pipeline
 
@@ -348,13 +349,6 @@ def test_push_to_hub_uploads_model_tokenizer_code_and_card_only(tmp_path, pretra
 
     uploaded = tmp_path / "uploaded"
 
-    def fake_create_commit(self, repo_id, operations, **kwargs):
-        for op in operations:
-            target = uploaded / op.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(Path(op.path_or_fileobj).read_bytes())
-        return mock.MagicMock()
-
     folder = tmp_path / "run"
     subprocess.run(["cp", "-r", str(pretrained), str(folder)], check=True)
     (folder / "checkpoints" / "step_3").mkdir(parents=True)
@@ -364,7 +358,7 @@ def test_push_to_hub_uploads_model_tokenizer_code_and_card_only(tmp_path, pretra
     args = mock.Mock(hub_token=None, hub_model_id="me/tiny")
     with (
         mock.patch.object(HfApi, "create_repo", return_value=mock.MagicMock(repo_id="me/tiny")),
-        mock.patch.object(HfApi, "create_commit", fake_create_commit),
+        mock.patch.object(HfApi, "create_commit", commit_into(uploaded)),
         mock.patch("huggingface_hub.hf_api.is_xet_available", return_value=False),  # the one-commit upload path
         mock.patch.object(HfApi, "_validate_yaml"),  # a POST to the Hub; the card is parsed offline below
     ):

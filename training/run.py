@@ -262,7 +262,9 @@ def load_or_train_tokenizer(args, raw, accelerator, resume_from):
         except Exception as error:
             raise UsageError(f"Could not load a tokenizer from {name}: {error}") from error
 
-    text_column = training_data.pick_column(raw["train"], args.text_column_name, ("text",), "text")
+    text_column = training_data.pick_column(
+        raw["train"], args.text_column_name, training_data.DEFAULT_TEXT_COLUMNS["mlm"], "text"
+    )
     folder = Path(args.output_dir)
     if accelerator.is_main_process:
         texts = (batch[text_column] for batch in raw["train"].iter(batch_size=1000))
@@ -359,11 +361,10 @@ def build_model(args, tokenizer, task):
             )
         model = auto_class.from_config(config, attn_implementation=args.attn_implementation)
     config = model.config
-    positions = config.max_position_embeddings - getattr(config, "position_offset", 0)
-    if getattr(config, "position_embedding_type", None) == "learned" and args.max_seq_length > positions:
+    if getattr(config, "position_embedding_type", None) == "learned" and args.max_seq_length > config.learned_positions:
         raise UsageError(
-            f"--max_seq_length={args.max_seq_length} is longer than the model's {positions} learned positions: "
-            "lower it."
+            f"--max_seq_length={args.max_seq_length} is longer than the model's {config.learned_positions} learned "
+            "positions: lower it."
         )
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
@@ -373,7 +374,7 @@ def build_model(args, tokenizer, task):
 def parameter_groups(model, weight_decay: float):
     """AdamW groups: no weight decay on biases and layer-norm weights (the usual BERT recipe)."""
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -397,16 +398,18 @@ def accumulation_windows(batches, size: int):
 def train_step(accelerator, model, optimizer, scheduler, window, max_grad_norm) -> float:
     """One optimizer step over a window of micro-batches. Each micro-batch's summed loss is divided by the labelled
     items of the whole step across processes, so the gradient is that of the mean over the global batch."""
-    local_items = sum((batch["labels"] != -100).sum() for batch in window) if window[0]["labels"].dtype == torch.long else None
-    if local_items is not None:
+    normalisation = {}  # regression (float labels) keeps the mean loss of each micro-batch
+    if window[0]["labels"].dtype == torch.long:
+        local_items = sum((batch["labels"] != -100).sum() for batch in window)
         global_items = accelerator.reduce(local_items.to(accelerator.device).float(), "sum")
         # backward() divides by the accumulation steps and DDP averages over processes: scale back up.
-        num_items = global_items / (accelerator.num_processes * accelerator.gradient_accumulation_steps)
+        normalisation["num_items_in_batch"] = global_items / (
+            accelerator.num_processes * accelerator.gradient_accumulation_steps
+        )
     step_loss = torch.zeros((), device=accelerator.device)
     for batch in window:
         with accelerator.accumulate(model):
-            extra = {"num_items_in_batch": num_items} if local_items is not None else {}
-            loss = model(**batch, **extra).loss
+            loss = model(**batch, **normalisation).loss
             accelerator.backward(loss)
             step_loss += loss.detach() / accelerator.gradient_accumulation_steps
             if accelerator.sync_gradients and max_grad_norm > 0:
