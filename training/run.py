@@ -267,8 +267,9 @@ def load_or_train_tokenizer(args, raw, accelerator, resume_from):
     )
     folder = Path(args.output_dir)
     if accelerator.is_main_process:
-        texts = (batch[text_column] for batch in raw["train"].iter(batch_size=1000))
-        tokenizer = train_tokenizer(texts, args.tokenizer_type, args.vocab_size, args.max_seq_length)
+        tokenizer = train_tokenizer(
+            raw["train"], text_column, args.tokenizer_type, args.vocab_size, args.max_seq_length
+        )
         tokenizer.save_pretrained(folder)
     accelerator.wait_for_everyone()
     return AutoTokenizer.from_pretrained(folder)
