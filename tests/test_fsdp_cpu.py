@@ -163,5 +163,60 @@ def test_fsdp2_on_two_cpu_processes_matches_one_process_and_resumes(tmp_path):
     assert isinstance(AutoModel.from_pretrained(tmp_path / "two"), transformer_encoder.TransformerEncoderModel)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# What accelerate would quietly run as something else is refused
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def launched_as(monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    def launch(environment: dict):
+        for name in ("ACCELERATE_USE_CPU", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "WORLD_SIZE", "LOCAL_RANK"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+
+    AcceleratorState._reset_state(True)
+    yield launch
+    AcceleratorState._reset_state(True)
+
+
+@pytest.mark.parametrize(
+    "environment, message",
+    [
+        ({"ACCELERATE_USE_CPU": "1", "ACCELERATE_USE_FSDP": "true"}, "FSDP was asked for, but accelerate set up NO"),
+        ({"WORLD_SIZE": "2"}, "2 processes were launched, but accelerate found no devices"),
+    ],
+    ids=["fsdp-on-cpu", "processes-without-devices"],
+)
+def test_a_launch_accelerate_would_change_is_refused_before_anything_is_written(
+    tmp_path, capsys, launched_as, environment, message
+):
+    from transformer_encoder.training import run
+
+    launched_as(environment)
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["mlm", "--output_dir", str(tmp_path / "out"), "--max_train_steps", "1"])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_deepspeed_on_cpu_is_refused(launched_as):
+    """accelerate refuses to start at all where DeepSpeed is not installed (here), and runs plain data parallelism
+    where it is; either way it is not DeepSpeed."""
+    from accelerate import Accelerator
+
+    from transformer_encoder.training.arguments import UsageError
+    from transformer_encoder.training.launch import check_launch
+
+    launched_as({"ACCELERATE_USE_CPU": "1"})
+    accelerator = Accelerator()
+    launched_as({"ACCELERATE_USE_CPU": "1", "ACCELERATE_USE_DEEPSPEED": "true"})
+    with pytest.raises(UsageError, match="DeepSpeed was asked for"):
+        check_launch(accelerator)
+
+
 if __name__ == "__main__":
     worker()

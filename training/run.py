@@ -44,6 +44,7 @@ from .arguments import (
 )
 from .card import write_model_card
 from .checkpoints import check_output_dir, load_state, resolve_resume, save_checkpoint
+from .launch import check_launch
 from .metrics import accuracy, entity_scores
 from .tokenizer import train_tokenizer
 
@@ -79,6 +80,7 @@ def train(args):
         ),
     )
     # Every check that can refuse the run happens on every process before anything is written.
+    check_launch(accelerator)
     resume_from = resolve_resume(args)
     check_output_dir(args)
     accelerator.wait_for_everyone()
