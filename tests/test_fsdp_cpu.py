@@ -36,6 +36,8 @@ def worker():
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
+    from transformer_encoder.training.run import unsharded
+
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
     parser.add_argument("--wrap", default="NO_WRAP")
@@ -77,7 +79,7 @@ def worker():
             dcp.save(state, checkpoint_id=Path(args.output_dir) / f"step_{step + 1}")
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    model.save_pretrained(args.output_dir, is_main_process=rank == 0, state_dict=full)
+    unsharded(model).save_pretrained(args.output_dir, is_main_process=rank == 0, state_dict=full)  # as run.export
     if rank == 0:
         (Path(args.output_dir) / "gradient_norms.json").write_text(json.dumps(norms))
     dist.destroy_process_group()
@@ -155,6 +157,9 @@ def test_fsdp2_on_two_cpu_processes_matches_one_process_and_resumes(tmp_path):
     assert min((two[k] - start[k]).abs().max().item() for k in two if two[k].ndim > 1) > 1e-4  # every matrix trained
     assert two.keys() == resumed.keys() and all(torch.equal(resumed[k], two[k]) for k in two)
 
+    files = {p.name for p in (tmp_path / "two").iterdir() if p.is_file()}
+    assert files == {"config.json", "model.safetensors", "configuration_transformer_encoder.py",
+                     "modeling_transformer_encoder.py", "gradient_norms.json"}
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "two")
     assert isinstance(model, transformer_encoder.TransformerEncoderForMaskedLM)
     assert model.get_input_embeddings().weight is model.get_output_embeddings().weight  # still tied

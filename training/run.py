@@ -487,7 +487,7 @@ class MetricsLog:
 def export(accelerator, model, tokenizer, args, metrics, settings):
     """The final folder: config, weights, code, tokenizer, model card and results; then, if asked, the Hub."""
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unsharded(accelerator.unwrap_model(model))
     output_dir = Path(args.output_dir)
     unwrapped.save_pretrained(
         output_dir, is_main_process=accelerator.is_main_process, state_dict=accelerator.get_state_dict(model)
@@ -500,6 +500,18 @@ def export(accelerator, model, tokenizer, args, metrics, settings):
         if args.push_to_hub:
             push_folder(output_dir, args)
     accelerator.wait_for_everyone()
+
+
+def unsharded(model):
+    """FSDP2 turns the model's class X into a subclass FSDPX defined in torch, whose source files save_pretrained
+    would copy in place of the model's code: save the gathered weights through a weightless X instead."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return model
+    own_class = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    with torch.device("meta"):
+        return own_class(model.config)
 
 
 def push_folder(output_dir: Path, args):
