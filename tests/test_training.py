@@ -339,6 +339,47 @@ def test_unknown_task_and_help():
     assert bad.returncode == 2 and "unknown task 'pretrain'" in bad.stderr
 
 
+def test_the_registry_is_what_the_cli_offers():
+    """Every task of the registry is a task of the command line, named in --help, its options under its name."""
+    import argparse
+
+    from transformer_encoder.training.tasks import TASKS
+
+    assert {"mlm", "sequence-classification", "token-classification"} <= set(TASKS)
+    result = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "--help"], capture_output=True, text=True)
+    usage = result.stdout.splitlines()[0]
+    for name, task in TASKS.items():
+        assert task.name == name and name in usage
+        assert task.auto_class.__name__.startswith("AutoModelFor") and task.pipeline_tag and task.metric
+        group = argparse.ArgumentParser().add_argument_group("probe")
+        task.add_arguments(group)
+        if group._group_actions:
+            section = result.stdout.split(f"{name} ({task.title.lower()}):")[1]
+            assert all(action.option_strings[0] in section for action in group._group_actions)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--learning_rate", "-1", "argument --learning_rate: must be > 0, got -1"),
+        ("--learning_rate", "nan", "argument --learning_rate: must be > 0, got nan"),
+        ("--num_warmup_steps", "-3", "argument --num_warmup_steps: must be >= 0, got -3"),
+        ("--mlm_probability", "1.5", "argument --mlm_probability: must be between 0 and 1 (exclusive), got 1.5"),
+        ("--hidden_dropout_prob", "1", "argument --hidden_dropout_prob: must be at least 0 and below 1, got 1"),
+        ("--per_device_train_batch_size", "0", "argument --per_device_train_batch_size: must be > 0, got 0"),
+        ("--max_train_steps", "2.5", "argument --max_train_steps: expected an integer, got '2.5'"),
+        ("--validation_split_percentage", "100", "must be a percentage from 0 to 99, got 100"),
+        ("--checkpointing_steps", "0", "--checkpointing_steps takes a number of steps or 'epoch', got '0'"),
+        ("--max_seq_length", "4", "--max_seq_length=4 is too short"),
+    ],
+)
+def test_bad_numbers_stop_with_one_line(run_main, tmp_path, corpus, option, value, message):
+    out = tmp_path / "out"
+    err = run_main("mlm", "--train_file", corpus, "--output_dir", out, option, value)
+    assert err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------------------------------
@@ -373,7 +414,7 @@ def test_push_to_hub_uploads_model_tokenizer_code_and_card_only(tmp_path, pretra
 
 
 def test_masking_follows_the_80_10_10_rule_and_is_seeded_per_block():
-    from transformer_encoder.training.data import SeededMaskingCollator
+    from transformer_encoder.training.tasks.mlm import SeededMaskingCollator
     from transformer_encoder.training.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(iter([[" ".join(WORDS)] * 10]), "wordpiece", 100, 64)

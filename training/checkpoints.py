@@ -11,7 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .arguments import UsageError
+from .errors import UsageError
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT = re.compile(r"^step_(\d+)$")
