@@ -75,9 +75,12 @@ class OneLineParser(argparse.ArgumentParser):
 def _default(name: str) -> str:
     """The default of an option that depends on the data, as `--help` shows it."""
     general, embedded = TRAINING_DEFAULTS.get(name), EMBEDDED_DEFAULT_TRAINING.get(name, EMBEDDED_DEFAULT_MODEL.get(name))
+    special = "".join(f", {t.defaults[name]} for {t.name}" for t in TASKS.values() if name in t.defaults)
     if general is None:
         return f"{embedded} on the built-in corpus"
-    return f"default {general} ({embedded} on the built-in corpus)" if embedded != general else f"default {general}"
+    if embedded == general:
+        return f"default {general}{special}"
+    return f"default {general} ({embedded} on the built-in corpus{special})"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -237,7 +240,9 @@ def resolve_defaults(args):
         for name, value in EMBEDDED_DEFAULT_MODEL.items():
             if getattr(args, name) is None:
                 setattr(args, name, value)
-    for name, value in (EMBEDDED_DEFAULT_TRAINING if args.builtin_corpus else TRAINING_DEFAULTS).items():
+    task = TASKS[args.task]
+    defaults = EMBEDDED_DEFAULT_TRAINING if args.builtin_corpus else {**TRAINING_DEFAULTS, **task.defaults}
+    for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.dataset_label = data.EMBEDDED_CORPUS if args.builtin_corpus else (args.dataset_name or args.train_file)

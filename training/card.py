@@ -7,15 +7,16 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 def write_model_card(path, task, args, columns: dict, metrics: dict, settings: dict, model_name: str):
     eval_results = None
-    if task.metric in metrics:
+    headline = next((m for m in (task.metric, *task.card_metrics) if m in metrics), None)  # regression: spearmanr
+    if headline is not None:
         eval_results = [
             EvalResult(
                 task_type=task.pipeline_tag,
                 task_name=task.title,
                 dataset_type=args.dataset_name or "local",
                 dataset_name=args.dataset_label,
-                metric_type=task.metric,
-                metric_value=round(float(metrics[task.metric]), 4),
+                metric_type=headline,
+                metric_value=round(float(metrics[headline]), 4),
             )
         ]
     data = ModelCardData(

@@ -1,6 +1,7 @@
 """Raw data for training: datasets from the Hub, local files, or the embedded corpus, and the columns to read.
 Each task tokenizes it its own way (`tasks/`)."""
 
+import codecs
 import re
 from pathlib import Path
 
@@ -72,12 +73,45 @@ def _load_files(args) -> DatasetDict | IterableDatasetDict:
         if path.suffix not in FILE_BUILDERS:
             raise UsageError(f"Cannot read {file}: use one of {', '.join(FILE_BUILDERS)} files.")
         builders.add(FILE_BUILDERS[path.suffix])
+        if path.suffix != ".parquet":
+            _check_text_file(path, split, whole=not args.streaming)
     if len(builders) > 1:
         raise UsageError(f"--train_file and --validation_file must have the same format, got {sorted(builders)}.")
     try:
-        return load_dataset(builders.pop(), data_files=files, streaming=args.streaming)
+        raw = load_dataset(builders.pop(), data_files=files, streaming=args.streaming)
     except Exception as error:
         raise UsageError(f"Could not read {', '.join(files.values())}: {error}") from error
+    for split, file in files.items():
+        if not args.streaming and len(raw[split]) == 0:
+            raise UsageError(f"The {split} file {file} is empty: it has no rows.")
+    return raw
+
+
+def _check_text_file(path: Path, split: str, whole: bool):
+    """A text file with rows in it (a CSV: besides its header), in UTF-8 (all of it; streamed, its first
+    megabyte)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as error:  # error.object: the decoder's held-back bytes, then this chunk
+                position = offset - (len(error.object) - len(chunk)) + error.start
+                raise UsageError(
+                    f"The {split} file {path} is not UTF-8 text: byte {error.object[error.start]:#04x} at offset "
+                    f"{position} cannot be decoded. Convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                ) from error
+            offset += len(chunk)
+            lines = min(2, lines + sum(1 for line in text.splitlines() if line.strip()))
+            if not whole and lines == 2:
+                return
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as error:
+            raise UsageError(f"The {split} file {path} is not UTF-8 text: it ends inside a character.") from error
+    if lines == 0 or (lines == 1 and path.suffix == ".csv"):
+        raise UsageError(f"The {split} file {path} is empty{': it has only a header' if lines else ''}.")
 
 
 def _hold_out_validation(raw, args):
@@ -115,6 +149,11 @@ def pick_column(dataset, requested: str | None, defaults: tuple[str, ...], optio
         f"The dataset has no {what} column {' or '.join(map(repr, candidates))}. Its columns are: "
         f"{', '.join(columns)}. Name the right one with {option}."
     )
+
+
+def text_columns(dataset) -> list[str]:
+    """The columns that hold strings."""
+    return [name for name, feature in dataset.features.items() if getattr(feature, "dtype", None) in ("string", "large_string")]
 
 
 def map_options(args) -> dict:

@@ -5,9 +5,44 @@ import math
 from itertools import chain
 
 from datasets import ClassLabel, Value
-from transformers import AutoConfig
 
 from .errors import UsageError
+
+
+def check_labels(dataset, column: str, split: str, per_token: bool):
+    """Every example has a label, and a label column holds either numbers or names, not both."""
+    feature = dataset.features[column]
+    if isinstance(getattr(feature, "feature", feature), ClassLabel):
+        return
+    rows = dataset[column]
+    blank = [i for i, value in enumerate(rows) if _blank(value) or (per_token and any(_blank(v) for v in value))]
+    if blank:
+        shown = ", ".join(str(i + 1) for i in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        raise UsageError(
+            f"{len(blank)} of {len(rows)} {split} examples have no label in column {column!r} (rows {shown}; the "
+            "first example is row 1). Fill them in or remove those rows."
+        )
+    values = list(chain.from_iterable(rows)) if per_token else rows
+    if any(isinstance(v, str) for v in values):
+        numbers = sorted({v for v in values if _is_number(v)})
+        words = sorted({v for v in values if not _is_number(v)})
+        if numbers and words:
+            raise UsageError(
+                f"The {split} label column {column!r} mixes numbers ({', '.join(numbers[:5])}) and words "
+                f"({', '.join(words[:5])}): use one kind of label."
+            )
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def label_mapping(dataset, column: str, per_token: bool) -> tuple[list[str], dict] | None:
@@ -36,15 +71,11 @@ def label_id(value, label_to_id: dict) -> int:
     return label_to_id[value]
 
 
-def match_checkpoint_labels(args, auto_class, names, value_to_id):
-    """A checkpoint already fine-tuned for this task keeps its label ids; a different label set is an error
-    (unless --ignore_mismatched_sizes re-initialises the head)."""
+def match_checkpoint_labels(args, config, auto_class, names, value_to_id):
+    """A checkpoint (its `config`) already fine-tuned for this task keeps its label ids; a different label set is
+    an error (unless --ignore_mismatched_sizes re-initialises the head)."""
     if names is None or not args.model_name_or_path:
         return names, value_to_id
-    try:
-        config = AutoConfig.from_pretrained(args.model_name_or_path)
-    except Exception as error:
-        raise UsageError(f"Could not load the checkpoint {args.model_name_or_path}: {error}") from error
     head = auto_class.__name__.removeprefix("AutoModel")
     fine_tuned = any(a.endswith(head) for a in config.architectures or [])
     if not fine_tuned or args.ignore_mismatched_sizes:

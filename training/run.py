@@ -1,9 +1,11 @@
 """One training run, top-down: options → accelerator → data → tokenizer → model → optimizer and schedule →
 `accelerator.prepare` → loop (forward, backward, step, log, evaluate, checkpoint) → export with a model card.
+The task (`tasks/`) supplies the data, collators, head, loss normalisation and metrics; the loop is the same for
+every task. Nothing is written to the output folder before every check has passed; Ctrl-C saves a checkpoint.
 
 The same code runs under `python -m`, `accelerate launch` (one CPU, one or many GPUs, several nodes), and
 `torchrun`. Three details keep runs exact across those set-ups:
-- the loss of a step is normalised by the number of labelled tokens in the whole step (all micro-batches of the
+- the loss of a step is normalised by the number of labelled items in the whole step (all micro-batches of the
   accumulation, all processes), not by each micro-batch's own count;
 - the learning-rate schedule is stepped once per optimizer step (a prepared scheduler would step once per process);
 - masking is seeded per block, and resuming skips exactly the batches already seen.
@@ -29,24 +31,34 @@ from .. import TransformerEncoderConfig
 from . import data as training_data
 from .arguments import MODEL_OPTIONS, parse_args
 from .card import write_model_card
-from .checkpoints import check_output_dir, load_state, resolve_resume, save_checkpoint
+from .checkpoints import (
+    Interruption,
+    check_output_dir,
+    load_state,
+    resolve_resume,
+    resume_command,
+    save_checkpoint,
+)
 from .errors import UsageError
 from .tasks import TASKS
+from .tasks.base import starting_config
 from .tokenizer import train_tokenizer
 
 HUB_IGNORE = ["checkpoints/*", "logs/*"]
 
 
 def main(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        train(args)
+        train(args, argv)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
-def train(args):
+def train(args, argv: list[str] | None = None):
+    """One run; `argv`, the command line, is printed back (as the command that resumes) if it is interrupted."""
     task = TASKS[args.task]
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
@@ -65,6 +77,7 @@ def train(args):
 
     raw = training_data.load_raw_datasets(args, task)
     tokenizer = load_or_train_tokenizer(args, task, raw, accelerator, resume_from)
+    match_segment_inputs(tokenizer, starting_config(args))
     data = task.prepare(args, raw, tokenizer, accelerator)
     model = build_model(args, task, tokenizer, data)
     exported_config = apply_config(model.config, task.training_overrides(model.config))
@@ -127,40 +140,44 @@ def train(args):
     started = time.time()
     # A stream is read again (reshuffled) until max_train_steps; a dataset for num_train_epochs.
     epochs = itertools.count(first_epoch) if args.streaming else range(first_epoch, num_epochs)
-    for epoch in epochs:
-        if step >= max_steps:
-            break
-        model.train()
-        for seeded in (train_loader, data.collator):  # shuffling and masking differ from epoch to epoch
-            if hasattr(seeded, "set_epoch"):
-                seeded.set_epoch(epoch)
-        whole_epoch = batches_done == 0
-        batches = train_loader if whole_epoch else accelerator.skip_first_batches(train_loader, batches_done)
-        steps_before = step
-        for window in accumulation_windows(batches, args.gradient_accumulation_steps):
-            loss = train_step(accelerator, model, optimizer, scheduler, task, window, args.max_grad_norm)
-            step += 1
-            batches_done += len(window)
-            progress.update(1)
-            if step % args.logging_steps == 0 or step == max_steps:
-                lr = scheduler.get_last_lr()[0]
-                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                log.write(step, {"loss": loss, "learning_rate": lr, "epoch": epoch})
-            if args.eval_steps and step % args.eval_steps == 0 and eval_loader is not None:
-                log.write(step, task.evaluate(accelerator, model, eval_loader, data))
-                model.train()
-            if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
-                position = {"step": step, "epoch": epoch, "batches_in_epoch": batches_done}
-                save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
+    with Interruption() as interruption:
+        for epoch in epochs:
             if step >= max_steps:
                 break
-        if whole_epoch and step == steps_before:
-            raise UsageError("The training data ran out before a single optimizer step: add data or lower the batch size.")
-        if step < max_steps:
-            batches_done = 0
-            if args.checkpointing_steps == "epoch":
-                position = {"step": step, "epoch": epoch + 1, "batches_in_epoch": 0}
-                save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
+            model.train()
+            for seeded in (train_loader, data.collator):  # shuffling and masking differ from epoch to epoch
+                if hasattr(seeded, "set_epoch"):
+                    seeded.set_epoch(epoch)
+            whole_epoch = batches_done == 0
+            batches = train_loader if whole_epoch else accelerator.skip_first_batches(train_loader, batches_done)
+            steps_before = step
+            for window in accumulation_windows(batches, args.gradient_accumulation_steps):
+                loss = train_step(accelerator, model, optimizer, scheduler, task, window, args.max_grad_norm)
+                step += 1
+                batches_done += len(window)
+                progress.update(1)
+                if step % args.logging_steps == 0 or step == max_steps:
+                    lr = scheduler.get_last_lr()[0]
+                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    log.write(step, {"loss": loss, "learning_rate": lr, "epoch": epoch})
+                if args.eval_steps and step % args.eval_steps == 0 and eval_loader is not None:
+                    log.write(step, task.evaluate(accelerator, model, eval_loader, data))
+                    model.train()
+                position = {"step": step, "epoch": epoch, "batches_in_epoch": batches_done}
+                if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
+                    save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
+                if interruption.stop(accelerator):
+                    progress.close()
+                    save_and_exit(accelerator, args, position, argv)
+                if step >= max_steps:
+                    break
+            if whole_epoch and step == steps_before:
+                raise UsageError("The training data ran out before a single optimizer step: add data or lower the batch size.")
+            if step < max_steps:
+                batches_done = 0
+                if args.checkpointing_steps == "epoch":
+                    position = {"step": step, "epoch": epoch + 1, "batches_in_epoch": 0}
+                    save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
     progress.close()
 
     metrics = task.evaluate(accelerator, model, eval_loader, data) if eval_loader is not None else {}
@@ -172,6 +189,14 @@ def train(args):
     if args.with_tracking:
         accelerator.end_training()
     return metrics
+
+
+def save_and_exit(accelerator, args, position: dict, argv: list[str] | None):
+    """After Ctrl-C: a checkpoint of the position reached, the command that resumes from it, exit code 130."""
+    saved = save_checkpoint(accelerator, args.output_dir, position["step"], position, args.checkpoints_total_limit)
+    command = resume_command(argv or [], accelerator.num_processes)
+    accelerator.print(f"\nInterrupted at step {position['step']}: saved {saved}. Resume with:\n  {command}", file=sys.stderr)
+    sys.exit(130)
 
 
 def apply_config(config, values: dict) -> dict:
@@ -233,6 +258,17 @@ def load_or_train_tokenizer(args, task, raw, accelerator, resume_from):
         for file_name, content in files.items():
             (Path(folder) / file_name).write_bytes(content)
         return AutoTokenizer.from_pretrained(folder)
+
+
+def match_segment_inputs(tokenizer, config):
+    """The tokenizer gives token_type_ids exactly when the model has segment embeddings for a pair's two texts:
+    pairs then reach the model as BERT's `[CLS] a [SEP] b [SEP]` with segments 0 and 1, in training and in
+    `pipeline(...)` on the saved folder, and never as segment ids a model without them would refuse."""
+    segments = getattr(config, "type_vocab_size", 0) >= 2
+    names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
+    if segments:
+        names.insert(1, "token_type_ids")
+    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = names  # saved with the tokenizer
 
 
 def build_model(args, task, tokenizer, data):

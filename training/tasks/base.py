@@ -6,9 +6,12 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from transformers import AutoConfig
+
+from ..errors import UsageError
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Task:
     # A pretraining task may start from nothing: a tokenizer trained on its text, a model sized by the model-size
     # options, the built-in corpus when no data is named, and streamed data.
     pretraining: bool = False
+    defaults: ClassVar[dict] = {}  # this task's own defaults of the data-dependent options (arguments.TRAINING_DEFAULTS)
 
     def add_arguments(self, group):
         """The task's own options, shown in `--help` under the task's name."""
@@ -65,3 +69,15 @@ class Task:
 
     def card_tags(self) -> list[str]:
         return [self.pipeline_tag]
+
+
+def starting_config(args):
+    """The config of the model the run starts from (--model_name_or_path, else --config_name); None for a new
+    TransformerEncoderConfig."""
+    name = args.model_name_or_path or args.config_name
+    if not name:
+        return None
+    try:
+        return AutoConfig.from_pretrained(name)
+    except Exception as error:
+        raise UsageError(f"Could not load the checkpoint {name}: {error}") from error

@@ -4,8 +4,8 @@ a regression target), and a loss averaged over the labelled items of a step."""
 import torch
 
 from ..data import map_options, pick_column
-from ..labels import label_mapping, match_checkpoint_labels
-from .base import Task, TaskData
+from ..labels import check_labels, label_mapping, match_checkpoint_labels
+from .base import Task, TaskData, starting_config
 
 
 class ClassificationTask(Task):
@@ -16,8 +16,10 @@ class ClassificationTask(Task):
     def prepare(self, args, raw, tokenizer, accelerator) -> TaskData:
         columns = self.columns(args, raw)
         label_column = columns["label"]
+        for split, dataset in raw.items():
+            check_labels(dataset, label_column, split, self.per_token)
         mapping = label_mapping(raw["train"], label_column, self.per_token)
-        names, value_to_id = match_checkpoint_labels(args, self.auto_class, *(mapping or (None, None)))
+        names, value_to_id = match_checkpoint_labels(args, starting_config(args), self.auto_class, *(mapping or (None, None)))
         encoded = {}
         with accelerator.main_process_first():
             for split, dataset in raw.items():
@@ -40,10 +42,14 @@ class ClassificationTask(Task):
             "text": pick_column(raw["train"], args.text_column_name, self.text_columns, "--text_column_name"),
             "label": pick_column(raw["train"], args.label_column_name, self.label_columns, "--label_column_name"),
         }
+        self.check_columns(raw, columns)
+        return columns
+
+    @staticmethod
+    def check_columns(raw, columns: dict[str, str]):
         for dataset in raw.values():
             for role, column in columns.items():
                 pick_column(dataset, column, (), f"--{role}_column_name")
-        return columns
 
     def encoder(self, tokenizer, columns: dict, value_to_id: dict | None, args):
         """A batched `datasets.map` function: raw rows → input ids and labels."""
