@@ -1,6 +1,6 @@
 import pytest
 
-from transformer_encoder.training.metrics import accuracy, entity_scores, entity_spans
+from transformer_encoder.training.metrics import accuracy, entity_scores, entity_spans, regression_scores
 
 
 def test_accuracy():
@@ -31,3 +31,19 @@ def test_entity_scores_by_hand():
     assert scores["f1"] == pytest.approx(2 / 3)
     assert scores["f1_PER"] == 1.0 and scores["f1_ORG"] == 1.0 and scores["f1_LOC"] == 0.0
     assert scores["accuracy"] == pytest.approx(4 / 6)
+
+
+@pytest.mark.parametrize(
+    "predictions, references, expected",
+    [
+        # ranks equal the values: Pearson = Spearman = 1 - 6·Σd² / (n(n² - 1)) = 1 - 6·2 / 60
+        ([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], {"mse": 0.5, "pearson": 0.8, "spearmanr": 0.8}),
+        # a tie takes the mean rank (1.5, 1.5, 3): Spearman = Pearson of the ranks = 1.5 / sqrt(1.5 · 2);
+        # Pearson of the values = 1 / sqrt(2/3 · 2); both √3/2
+        ([1.0, 1.0, 2.0], [1.0, 2.0, 3.0], {"mse": 2 / 3, "pearson": 3**0.5 / 2, "spearmanr": 3**0.5 / 2}),
+        # Pearson is linear: y = 2x + 1 correlates perfectly; MSE = mean (x + 1)²
+        ([0.0, 1.0, 2.0], [1.0, 3.0, 5.0], {"mse": (1 + 4 + 9) / 3, "pearson": 1.0, "spearmanr": 1.0}),
+    ],
+)
+def test_regression_scores(predictions, references, expected):
+    assert regression_scores(predictions, references) == pytest.approx(expected)

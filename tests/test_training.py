@@ -1,6 +1,7 @@
 """The training CLI end to end on tiny data: every task, checkpoints and resume, two processes, tracking, the
 exported folder (model, tokenizer, code, card), and bad input refused before any step."""
 
+import csv
 import hashlib
 import json
 import os
@@ -185,6 +186,177 @@ def test_token_classification_with_string_tags(tmp_path, pretrained):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Sentence pairs: classification, regression, NLI → zero-shot
+# ---------------------------------------------------------------------------------------------------------------------
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def stsb_slice(folder: Path, split: str, start: int, n: int) -> Path:
+    """n real STS-B pairs (sentence1, sentence2, label 0-5) from ../shared/data."""
+    with (SHARED_DATA / "stsb" / f"{split}.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    path = folder / f"stsb_{split}_{start}_{n}.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *rows[1 + start : 1 + start + n]])
+    return path
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory, pretrained) -> Path:
+    """The tiny pretrained checkpoint with BERT's two segment embeddings added (type_vocab_size=2)."""
+    from transformers import AutoModelForMaskedLM
+
+    folder = tmp_path_factory.mktemp("runs") / "segmented"
+    AutoModelForMaskedLM.from_pretrained(pretrained, type_vocab_size=2).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(pretrained).save_pretrained(folder)
+    return folder
+
+
+def test_sentence_pair_regression_on_real_stsb(tmp_path, segmented):
+    from huggingface_hub import ModelCard
+    from scipy import stats
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "stsb"
+    validation = stsb_slice(tmp_path, "validation", 0, 96)
+    cli("sequence-classification", "--model_name_or_path", segmented, "--train_file", stsb_slice(tmp_path, "train", 0, 256),
+        "--validation_file", validation, "--output_dir", out, "--num_train_epochs", 2, "--learning_rate", 1e-3,
+        "--per_device_train_batch_size", 16, "--max_seq_length", 64)
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"mse", "pearson", "spearmanr", "eval_loss"} <= results.keys() and "accuracy" not in results
+    # the pairs reached the model as pairs, with segments; the saved tokenizer gives the same inputs to pipelines
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert "token_type_ids" in tokenizer.model_input_names
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.problem_type == "regression" and model.config.num_labels == 1
+    with validation.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    inputs = tokenizer([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], truncation=True,
+                       max_length=64, padding=True, return_tensors="pt")
+    assert (inputs["token_type_ids"] == 1).any()
+    with torch.no_grad():
+        predicted = model(**inputs).logits.squeeze(-1).tolist()
+    gold = [float(r["label"]) for r in rows]
+    assert results["pearson"] == pytest.approx(stats.pearsonr(predicted, gold).statistic, abs=1e-4)
+    assert results["spearmanr"] == pytest.approx(stats.spearmanr(predicted, gold).statistic, abs=1e-4)
+    assert results["mse"] == pytest.approx(sum((p - g) ** 2 for p, g in zip(predicted, gold)) / len(gold), rel=1e-4)
+    card = (out / "README.md").read_text()
+    assert "text = `sentence1`, text_pair = `sentence2`, label = `label`" in card
+    assert ModelCard.load(out / "README.md").data.eval_results[0].metric_type == "spearmanr"
+
+
+def tiny_tokenizer():
+    from transformer_encoder.training.tokenizer import train_tokenizer
+
+    return train_tokenizer(iter([[" ".join(WORDS)] * 10]), "wordpiece", 100, 64)
+
+
+@pytest.mark.parametrize("segments", [2, 0])
+def test_a_pair_is_encoded_as_cls_a_sep_b_sep(segments):
+    from types import SimpleNamespace
+
+    from transformer_encoder.training.run import match_segment_inputs
+    from transformer_encoder.training.tasks.sequence_classification import TASK
+
+    tokenizer = tiny_tokenizer()
+    match_segment_inputs(tokenizer, SimpleNamespace(type_vocab_size=segments))
+    columns = {"text": "sentence1", "text_pair": "sentence2", "label": "label"}
+    encode = TASK.encoder(tokenizer, columns, None, SimpleNamespace(max_seq_length=12))
+    batch = encode({"sentence1": ["the cat sat", "the " * 20], "sentence2": ["a dog", "a dog ran"], "label": [1.0, 2.5]})
+    ids = tokenizer.convert_tokens_to_ids
+    assert batch["input_ids"][0] == ids(["[CLS]", "the", "cat", "sat", "[SEP]", "a", "dog", "[SEP]"])
+    assert batch["labels"] == [1.0, 2.5]
+    # too long: the longer text loses tokens first, the shorter is kept whole
+    assert batch["input_ids"][1] == ids(["[CLS]"] + ["the"] * 6 + ["[SEP]", "a", "dog", "ran", "[SEP]"])
+    if segments:
+        assert batch["token_type_ids"][0] == [0, 0, 0, 0, 0, 1, 1, 1]
+    else:  # a model without segment embeddings is never given segment ids
+        assert "token_type_ids" not in batch
+
+
+@pytest.mark.parametrize(
+    "columns, options, expected",
+    [
+        (["sentence1", "sentence2", "label", "idx"], {}, {"text": "sentence1", "text_pair": "sentence2"}),
+        (["premise", "hypothesis", "label"], {}, {"text": "premise", "text_pair": "hypothesis"}),
+        (["question", "sentence", "label"], {}, {"text": "question", "text_pair": "sentence"}),
+        (["question1", "question2", "label"], {}, {"text": "question1", "text_pair": "question2"}),
+        (["sentence", "label"], {}, {"text": "sentence"}),
+        (["a", "b", "label"], {"text_column_name": "b", "text_pair_column_name": "a"}, {"text": "b", "text_pair": "a"}),
+    ],
+)
+def test_pair_columns_are_found_as_run_glue_finds_them(columns, options, expected):
+    from argparse import Namespace
+
+    from accelerate import PartialState
+    from datasets import Dataset, DatasetDict
+
+    from transformer_encoder.training.tasks.sequence_classification import TASK
+
+    PartialState()  # the task logs through accelerate
+    values = {name: (["1"] if name in ("label", "idx") else ["some text"]) for name in columns}
+    raw = DatasetDict(train=Dataset.from_dict(values))
+    args = Namespace(**{"text_column_name": None, "text_pair_column_name": None, "label_column_name": None, **options})
+    assert TASK.columns(args, raw) == {**expected, "label": "label"}
+
+
+def test_an_unused_text_column_is_named_in_the_log(tmp_path, pretrained):
+    out = tmp_path / "single"
+    result = cli("sequence-classification", "--model_name_or_path", pretrained, "--train_file",
+                 stsb_slice(tmp_path, "train", 0, 32), "--text_column_name", "sentence1", "--output_dir", out,
+                 "--max_train_steps", 1, "--max_seq_length", 32)
+    assert "the text column(s) 'sentence2' are left unused" in result.stderr
+
+
+def nli_jsonl(folder: Path, n: int, seed: int) -> Path:
+    """Premises about one topic; the hypothesis "This example is {topic}." (the zero-shot pipeline's own
+    template) is entailment when the topic is the premise's, else contradiction; neutral for a premise without
+    a topic."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        topic, other = rng.sample(TOPICS, 2)
+        premise = rng.choices(WORDS, k=4) + [topic] + rng.choices(WORDS, k=3)
+        label = rng.choice(["entailment", "contradiction", "neutral"])
+        if label == "neutral":
+            premise = rng.choices(WORDS, k=8)
+        hypothesis = f"This example is {topic if label != 'contradiction' else other}."
+        rows.append(json.dumps({"premise": " ".join(premise), "hypothesis": hypothesis, "label": label}))
+    path = folder / f"nli_{seed}.jsonl"
+    path.write_text("\n".join(rows))
+    return path
+
+
+TOPICS = ["sports", "music", "food", "weather"]
+
+
+def test_zero_shot_classification_after_nli_fine_tuning(tmp_path, segmented):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "nli"
+    cli("sequence-classification", "--model_name_or_path", segmented, "--train_file", nli_jsonl(tmp_path, 600, 0),
+        "--validation_file", nli_jsonl(tmp_path, 90, 1), "--output_dir", out, "--num_train_epochs", 6,
+        "--learning_rate", 3e-3, "--per_device_train_batch_size", 32, "--max_seq_length", 32)
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["contradiction", "entailment", "neutral"]
+    classifier = pipeline("zero-shot-classification", model=str(out))
+    text = "the cat sat on the mat with music"
+    result = classifier(text, candidate_labels=["sports", "music", "food"])
+    # transformers found the entailment label in id2label: its scores are the softmax of the entailment logits
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    entailment = model.config.label2id["entailment"]
+    hypotheses = [f"This example is {label}." for label in ["sports", "music", "food"]]
+    with torch.no_grad():
+        logits = model(**tokenizer([text] * 3, hypotheses, padding=True, return_tensors="pt")).logits[:, entailment]
+    expected = dict(zip(["sports", "music", "food"], logits.softmax(0).tolist()))
+    assert dict(zip(result["labels"], result["scores"])) == pytest.approx(expected, abs=1e-4)
+    # it learnt something (a topic-less premise is neutral), if not yet to match topics across the pair
+    assert json.loads((out / "all_results.json").read_text())["accuracy"] > 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Exactness: processes, accumulation, resume
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -339,6 +511,127 @@ def test_unknown_task_and_help():
     assert bad.returncode == 2 and "unknown task 'pretrain'" in bad.stderr
 
 
+def test_the_registry_is_what_the_cli_offers():
+    """Every task of the registry is a task of the command line, named in --help, its options under its name."""
+    import argparse
+
+    from transformer_encoder.training.tasks import TASKS
+
+    assert {"mlm", "sequence-classification", "token-classification"} <= set(TASKS)
+    result = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "--help"], capture_output=True, text=True)
+    usage = result.stdout.splitlines()[0]
+    for name, task in TASKS.items():
+        assert task.name == name and name in usage
+        assert task.auto_class.__name__.startswith("AutoModelFor") and task.pipeline_tag and task.metric
+        group = argparse.ArgumentParser().add_argument_group("probe")
+        task.add_arguments(group)
+        if group._group_actions:
+            section = result.stdout.split(f"{name} ({task.title.lower()}):")[1]
+            assert all(action.option_strings[0] in section for action in group._group_actions)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--learning_rate", "-1", "argument --learning_rate: must be > 0, got -1"),
+        ("--learning_rate", "nan", "argument --learning_rate: must be > 0, got nan"),
+        ("--num_warmup_steps", "-3", "argument --num_warmup_steps: must be >= 0, got -3"),
+        ("--mlm_probability", "1.5", "argument --mlm_probability: must be between 0 and 1 (exclusive), got 1.5"),
+        ("--hidden_dropout_prob", "1", "argument --hidden_dropout_prob: must be at least 0 and below 1, got 1"),
+        ("--per_device_train_batch_size", "0", "argument --per_device_train_batch_size: must be > 0, got 0"),
+        ("--max_train_steps", "2.5", "argument --max_train_steps: expected an integer, got '2.5'"),
+        ("--validation_split_percentage", "100", "must be a percentage from 0 to 99, got 100"),
+        ("--checkpointing_steps", "0", "--checkpointing_steps takes a number of steps or 'epoch', got '0'"),
+        ("--max_seq_length", "4", "--max_seq_length=4 is too short"),
+    ],
+)
+def test_bad_numbers_stop_with_one_line(run_main, tmp_path, corpus, option, value, message):
+    out = tmp_path / "out"
+    err = run_main("mlm", "--train_file", corpus, "--output_dir", out, option, value)
+    assert err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (["0", "1", "", "1", "", "0"], "2 of 6 train examples have no label in column 'label' (rows 3, 5;"),
+        (["0", "1", "positive", "1", "0", "negative"], "mixes numbers (0, 1) and words (negative, positive)"),
+    ],
+)
+def test_bad_labels_are_refused_before_anything_is_written(run_main, tmp_path, pretrained, rows, message):
+    path = tmp_path / "bad.csv"
+    path.write_text("sentence,label\n" + "\n".join(f"the cat sat number {i},{label}" for i, label in enumerate(rows)))
+    out = tmp_path / "out"
+    err = run_main("sequence-classification", "--model_name_or_path", pretrained, "--train_file", path,
+                   "--validation_file", path, "--output_dir", out)
+    assert message in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.csv", b"", "The train file {path} is empty"),
+        ("blank.txt", b"\n  \n", "The train file {path} is empty"),
+        ("header.csv", b"sentence,label\n", "The train file {path} is empty: it has only a header"),
+        ("latin1.csv", "sentence,label\nun café noir,1\n".encode("latin-1"), "not UTF-8 text: byte 0xe9 at offset 21"),  # 15 bytes of header, 6 of "un caf"
+    ],
+)
+def test_bad_files_are_named(run_main, tmp_path, pretrained, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    err = run_main("sequence-classification", "--model_name_or_path", pretrained, "--train_file", path,
+                   "--output_dir", tmp_path / "out")
+    assert message.format(path=path) in err and str(path) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_is_a_file(run_main, tmp_path, corpus):
+    (tmp_path / "out").write_text("notes")
+    err = run_main("mlm", "--train_file", corpus, "--output_dir", tmp_path / "out", *TINY_MODEL)
+    assert "--output_dir" in err and "is a file, not a folder" in err
+    assert (tmp_path / "out").read_text() == "notes"
+
+
+def test_a_refused_run_writes_nothing_and_the_corrected_rerun_works(run_main, tmp_path, corpus):
+    out = tmp_path / "out"
+    err = run_main("mlm", "--train_file", corpus, "--output_dir", out, *TINY_MODEL, "--max_seq_length", 100000)
+    assert "shorter than one block of --max_seq_length=100000" in err
+    assert not out.exists() or not any(out.iterdir())  # not even the tokenizer it trained
+    cli("mlm", "--train_file", corpus, "--output_dir", out, *TINY_MODEL, "--max_train_steps", 1)
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_command_that_resumes(tmp_path, corpus):
+    import shlex
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "transformer_encoder.training", "mlm", "--train_file", str(corpus), "--output_dir",
+               str(out), *map(str, TINY_MODEL), "--max_train_steps", "100000", "--logging_steps", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    resume = stderr.split("Resume with:\n")[1].strip().splitlines()[0]
+    assert resume.startswith("python -m transformer_encoder.training mlm ") and resume.endswith(
+        "--resume_from_checkpoint latest")
+    steps = [int(p.name.removeprefix("step_")) for p in (out / "checkpoints").iterdir()]
+    assert len(steps) == 1 and (out / "checkpoints" / f"step_{steps[0]}" / "trainer_state.json").exists()
+    # the printed command resumes there (here with fewer steps to go)
+    words = shlex.split(resume)
+    result = cli(*words[3:], "--max_train_steps", steps[0] + 2)
+    assert f"step_{steps[0]}" in result.stderr + result.stdout
+    assert json.loads((out / "all_results.json").read_text())["train_steps"] == steps[0] + 2
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------------------------------
@@ -375,7 +668,7 @@ def test_push_to_hub_uploads_model_tokenizer_code_and_card_only(tmp_path, pretra
 def test_masking_follows_the_80_10_10_rule_and_is_seeded_per_block():
     from datasets import Dataset
 
-    from transformer_encoder.training.data import SeededMaskingCollator
+    from transformer_encoder.training.tasks.mlm import SeededMaskingCollator
     from transformer_encoder.training.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(Dataset.from_dict({"text": [" ".join(WORDS)] * 10}), "text", "wordpiece", 100, 64)

@@ -12,22 +12,34 @@ from pathlib import Path
 
 import yaml
 
-TASKS = ("mlm", "sequence-classification", "token-classification")
+from . import data
+from .errors import UsageError
+from .option_types import (
+    non_negative_float,
+    non_negative_int,
+    percentage,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
+from .tasks import TASKS
+
 SCHEDULERS = ("linear", "cosine", "inverse_sqrt", "constant", "constant_with_warmup", "polynomial")
 # Model size options for `mlm` from scratch, mapped onto TransformerEncoderConfig fields of the same name.
 MODEL_OPTIONS = {
-    "hidden_size": int,
-    "num_hidden_layers": int,
-    "num_attention_heads": int,
-    "intermediate_size": int,
+    "hidden_size": positive_int,
+    "num_hidden_layers": positive_int,
+    "num_attention_heads": positive_int,
+    "intermediate_size": positive_int,
     "hidden_act": str,
     "position_embedding_type": str,
     "norm_first": lambda v: str(v).lower() in ("1", "true", "yes"),
-    "hidden_dropout_prob": float,
-    "attention_probs_dropout_prob": float,
-    "max_position_embeddings": int,
+    "hidden_dropout_prob": unit_interval,
+    "attention_probs_dropout_prob": unit_interval,
+    "max_position_embeddings": positive_int,
 }
-# With no dataset named, `mlm` trains this small model on the embedded corpus, in minutes on 2 CPU cores.
+# With no dataset and no checkpoint named, a pretraining task trains this small model on the embedded corpus, in
+# minutes on 2 CPU cores. These three tables are the only place the defaults below are written; `--help` shows them.
 EMBEDDED_DEFAULT_MODEL = {
     "hidden_size": 128,
     "num_hidden_layers": 2,
@@ -53,135 +65,156 @@ TRAINING_DEFAULTS = {
 }
 
 
-class UsageError(ValueError):
-    """Bad options or data, found before any training step: reported as one paragraph, exit code 2."""
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options are reported in one line (and exit code 2), not after a usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _default(name: str) -> str:
+    """The default of an option that depends on the data, as `--help` shows it."""
+    general, embedded = TRAINING_DEFAULTS.get(name), EMBEDDED_DEFAULT_TRAINING.get(name, EMBEDDED_DEFAULT_MODEL.get(name))
+    special = "".join(f", {t.defaults[name]} for {t.name}" for t in TASKS.values() if name in t.defaults)
+    if general is None:
+        return f"{embedded} on the built-in corpus"
+    if embedded == general:
+        return f"default {general}{special}"
+    return f"default {general} ({embedded} on the built-in corpus{special})"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's fixed default in its help line; options without one say when they apply."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m transformer_encoder.training",
-        description="Train the Transformer encoder with accelerate: masked-LM pretraining or fine-tuning. Runs "
-        "unchanged under `accelerate launch` on one CPU, one or many GPUs, or several nodes.",
+        usage="%(prog)s TASK [options]   (TASK: " + " | ".join(TASKS) + ")",
+        description="Train the Transformer encoder with accelerate: pretraining or fine-tuning. Runs unchanged "
+        "under `accelerate launch` on one CPU, one or many GPUs, or several nodes.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "task",
         help=f"one of {', '.join(TASKS)}; or a JSON/YAML file holding `task` and any options below",
     )
 
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", help="a dataset on the Hub (or a datasets builder such as 'csv')")
-    data.add_argument("--dataset_config_name", help="the configuration of --dataset_name")
-    data.add_argument("--train_file", help="local training data: .txt, .csv, .json/.jsonl or .parquet")
-    data.add_argument("--validation_file", help="local validation data, same formats as --train_file")
-    data.add_argument(
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset_name", help="a dataset on the Hub (or a datasets builder such as 'csv')")
+    group.add_argument("--dataset_config_name", help="the configuration of --dataset_name")
+    group.add_argument("--train_file", help=f"local training data: {', '.join(data.FILE_BUILDERS)}")
+    group.add_argument("--validation_file", help="local validation data, same formats as --train_file")
+    group.add_argument(
         "--validation_split_percentage",
-        type=int,
+        type=percentage,
         default=5,
         help="percent of the training data held out for validation when there is no validation split",
     )
-    data.add_argument(
-        "--text_column_name",
-        help="the text column ('text' for mlm, 'sentence' or 'text' for sequence classification, "
-        "'tokens' for token classification)",
-    )
-    data.add_argument(
-        "--label_column_name", help="the label column ('label' for sequence, 'ner_tags' for token classification)"
-    )
-    data.add_argument("--max_train_samples", type=int, help="keep only the first N training examples")
-    data.add_argument("--max_eval_samples", type=int, help="keep only the first N validation examples")
-    data.add_argument("--streaming", action="store_true", help="stream the data (needs --max_train_steps)")
-    data.add_argument("--preprocessing_num_workers", type=int, help="processes for datasets.map")
-    data.add_argument("--overwrite_cache", action="store_true", help="recompute the datasets.map caches")
-    data.add_argument(
-        "--max_seq_length", type=int, help="tokens per sequence (mlm: per packed block); default 128"
-    )
-    data.add_argument("--mlm_probability", type=float, default=0.15, help="share of tokens masked for mlm")
-    data.add_argument(
-        "--label_all_tokens",
-        action="store_true",
-        help="token classification: label every sub-word piece, not only the first of each word",
+    text_defaults = "; ".join(f"{t.name}: {'/'.join(t.text_columns)}" for t in TASKS.values() if t.text_columns)
+    group.add_argument("--text_column_name", help=f"the text column (looked for: {text_defaults})")
+    group.add_argument("--label_column_name", help="the label column ('label'; 'ner_tags' for token classification)")
+    group.add_argument("--max_train_samples", type=positive_int, help="keep only the first N training examples")
+    group.add_argument("--max_eval_samples", type=positive_int, help="keep only the first N validation examples")
+    group.add_argument("--streaming", action="store_true", help="pretraining: stream the data (needs --max_train_steps)")
+    group.add_argument("--preprocessing_num_workers", type=positive_int, help="processes for datasets.map")
+    group.add_argument("--overwrite_cache", action="store_true", help="recompute the datasets.map caches")
+    group.add_argument(
+        "--max_seq_length", type=positive_int, help=f"tokens per sequence (mlm: per packed block); {_default('max_seq_length')}"
     )
 
-    model = parser.add_argument_group("model and tokenizer")
-    model.add_argument(
-        "--model_name_or_path", help="a checkpoint to start from; without it, mlm trains a model from scratch"
+    group = parser.add_argument_group("model and tokenizer")
+    group.add_argument(
+        "--model_name_or_path", help="a checkpoint to start from; without it, pretraining trains a model from scratch"
     )
-    model.add_argument("--config_name", help="a config (folder or config.json) for a model from scratch")
-    model.add_argument("--tokenizer_name", help="a tokenizer folder; without it, mlm from scratch trains one")
-    model.add_argument(
+    group.add_argument("--config_name", help="a config (folder or config.json) for a model from scratch")
+    group.add_argument("--tokenizer_name", help="a tokenizer folder; without it, pretraining from scratch trains one")
+    group.add_argument(
         "--tokenizer_type", choices=("wordpiece", "bpe"), default="wordpiece", help="the tokenizer to train"
     )
-    model.add_argument(
-        "--vocab_size", type=int, help="vocabulary of a trained tokenizer; default 8000 (4000 on the built-in corpus)"
-    )
+    group.add_argument("--vocab_size", type=positive_int, help=f"vocabulary of a trained tokenizer; {_default('vocab_size')}")
     for name, kind in MODEL_OPTIONS.items():
-        model.add_argument(f"--{name}", type=kind, help=f"model from scratch: config.{name}")
-    model.add_argument(
+        extra = f" ({EMBEDDED_DEFAULT_MODEL[name]} on the built-in corpus)" if name in EMBEDDED_DEFAULT_MODEL else ""
+        group.add_argument(f"--{name}", type=kind, help=f"model from scratch: config.{name}{extra}")
+    group.add_argument(
         "--attn_implementation", default="sdpa", help="eager, sdpa, flash_attention_2 or flex_attention"
     )
-    model.add_argument(
+    group.add_argument(
         "--ignore_mismatched_sizes",
         action="store_true",
         help="fine-tuning: re-initialise a head whose number of labels differs from the checkpoint's",
     )
 
-    train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", help="where checkpoints, logs and the final model go (required)")
-    train.add_argument("--per_device_train_batch_size", type=int, default=32)
-    train.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument(
-        "--learning_rate", type=float, help="peak learning rate; default 5e-4 (1e-3 on the built-in corpus)"
+    group = parser.add_argument_group("training")
+    group.add_argument("--output_dir", help="where checkpoints, logs and the final model go (required)")
+    group.add_argument("--per_device_train_batch_size", type=positive_int, default=32, help="examples per process")
+    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=64, help="examples per process")
+    group.add_argument(
+        "--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step"
     )
-    train.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decay (none on biases and norms)")
-    train.add_argument("--adam_beta1", type=float, default=0.9)
-    train.add_argument("--adam_beta2", type=float, default=0.98, help="0.98 as in the paper")
-    train.add_argument("--adam_epsilon", type=float, default=1e-9, help="1e-9 as in the paper")
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 disables it")
-    train.add_argument(
+    group.add_argument("--learning_rate", type=positive_float, help=f"peak learning rate; {_default('learning_rate')}")
+    group.add_argument(
+        "--weight_decay", type=non_negative_float, default=0.01, help="AdamW decay (none on biases and norms)"
+    )
+    group.add_argument("--adam_beta1", type=unit_interval, default=0.9, help="AdamW β1")
+    group.add_argument("--adam_beta2", type=unit_interval, default=0.98, help="AdamW β2, 0.98 as in the paper")
+    group.add_argument("--adam_epsilon", type=positive_float, default=1e-9, help="AdamW ε, 1e-9 as in the paper")
+    group.add_argument(
+        "--max_grad_norm", type=non_negative_float, default=1.0, help="gradient clipping; 0 disables it"
+    )
+    group.add_argument(
         "--lr_scheduler_type",
         choices=SCHEDULERS,
         default="linear",
         help="inverse_sqrt is the paper's schedule: linear warmup, then decay with 1/sqrt(step)",
     )
-    train.add_argument(
-        "--num_warmup_steps", type=int, help="optimizer steps of linear warmup; default 0 (100 on the built-in corpus)"
+    group.add_argument(
+        "--num_warmup_steps", type=non_negative_int, help=f"optimizer steps of linear warmup; {_default('num_warmup_steps')}"
     )
-    train.add_argument("--num_train_epochs", type=int, help="default 3 (40 on the built-in corpus)")
-    train.add_argument("--max_train_steps", type=int, help="optimizer steps; overrides --num_train_epochs")
-    train.add_argument(
+    group.add_argument("--num_train_epochs", type=positive_int, help=_default("num_train_epochs"))
+    group.add_argument("--max_train_steps", type=positive_int, help="optimizer steps; overrides --num_train_epochs")
+    group.add_argument(
         "--mixed_precision",
         choices=("no", "fp16", "bf16"),
         help="defaults to what `accelerate launch`/`accelerate config` says (bf16 is the one that runs on CPU)",
     )
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument(
+    group.add_argument("--seed", type=non_negative_int, default=42, help="seeds weights, shuffling, masking, dropout")
+    group.add_argument(
         "--checkpointing_steps", help="save a checkpoint every N optimizer steps, or 'epoch' after each epoch"
     )
-    train.add_argument(
-        "--checkpoints_total_limit", type=int, default=2, help="keep only the newest N checkpoints (0 = keep all)"
+    group.add_argument(
+        "--checkpoints_total_limit", type=non_negative_int, default=2, help="keep only the newest N checkpoints (0 = all)"
     )
-    train.add_argument(
+    group.add_argument(
         "--resume_from_checkpoint", help="a checkpoint folder, or 'latest' for the newest whole one in output_dir"
     )
-    train.add_argument(
+    group.add_argument(
         "--overwrite_output_dir", action="store_true", help="allow an output_dir that holds another run"
     )
-    train.add_argument(
-        "--eval_steps", type=int, help="also evaluate every N optimizer steps (200 on the built-in corpus)"
+    group.add_argument("--eval_steps", type=positive_int, help=f"also evaluate every N optimizer steps ({_default('eval_steps')})")
+    group.add_argument(
+        "--logging_steps", type=positive_int, default=10, help="log loss and learning rate every N steps"
     )
-    train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
 
-    track = parser.add_argument_group("tracking and sharing")
-    track.add_argument("--with_tracking", action="store_true", help="log metrics through accelerate's trackers")
-    track.add_argument("--report_to", default="tensorboard", help="tracker(s): tensorboard, wandb, all, ...")
-    track.add_argument("--push_to_hub", action="store_true", help="upload the final folder to the Hub")
-    track.add_argument("--hub_model_id", help="the Hub repository; defaults to the output_dir's name")
-    track.add_argument("--hub_token", help="a Hub token (else the logged-in one)")
+    group = parser.add_argument_group("tracking and sharing")
+    group.add_argument("--with_tracking", action="store_true", help="log metrics through accelerate's trackers")
+    group.add_argument("--report_to", default="tensorboard", help="tracker(s): tensorboard, wandb, all, ...")
+    group.add_argument("--push_to_hub", action="store_true", help="upload the final folder to the Hub")
+    group.add_argument("--hub_model_id", help="the Hub repository; defaults to the output_dir's name")
+    group.add_argument("--hub_token", help="a Hub token (else the logged-in one)")
+
+    for task in TASKS.values():
+        task.add_arguments(parser.add_argument_group(f"{task.name} ({task.title.lower()})"))
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of one run, with every default resolved and every check that needs no data made."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and Path(argv[0]).suffix in (".json", ".yaml", ".yml"):
@@ -189,7 +222,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.task not in TASKS:
         parser.error(f"unknown task {args.task!r}: choose one of {', '.join(TASKS)} or give a JSON/YAML file")
+    try:
+        resolve_defaults(args)
+        check(args, TASKS[args.task])
+    except UsageError as error:
+        parser.error(str(error))
     return args
+
+
+def resolve_defaults(args):
+    """The defaults that depend on the data: a pretraining task with no data and no checkpoint named trains a
+    small model on the built-in corpus."""
+    args.builtin_corpus = TASKS[args.task].pretraining and not (
+        args.dataset_name or args.train_file or args.model_name_or_path
+    )
+    if args.builtin_corpus:
+        for name, value in EMBEDDED_DEFAULT_MODEL.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    task = TASKS[args.task]
+    defaults = EMBEDDED_DEFAULT_TRAINING if args.builtin_corpus else {**TRAINING_DEFAULTS, **task.defaults}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.dataset_label = data.EMBEDDED_CORPUS if args.builtin_corpus else (args.dataset_name or args.train_file)
+
+
+def check(args, task):
+    """Checks between options (single numbers are checked as they are parsed)."""
+    if not args.output_dir:
+        raise UsageError("--output_dir is required: it receives checkpoints and the trained model")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise UsageError(f"--output_dir {args.output_dir} is a file, not a folder")
+    if args.streaming and not args.max_train_steps:
+        raise UsageError("--streaming reads data of unknown length: give --max_train_steps")
+    if args.streaming and not task.pretraining:
+        raise UsageError("--streaming is for pretraining corpora; fine-tuning data is read whole")
+    if args.checkpointing_steps not in (None, "epoch") and not (
+        str(args.checkpointing_steps).isdigit() and int(args.checkpointing_steps) > 0
+    ):
+        raise UsageError(f"--checkpointing_steps takes a number of steps or 'epoch', got {args.checkpointing_steps!r}")
+    if args.max_seq_length < 8:
+        raise UsageError(f"--max_seq_length={args.max_seq_length} is too short to hold any text")
+    if not task.pretraining and not (args.model_name_or_path or args.tokenizer_name):
+        raise UsageError(f"{task.name} fine-tunes a model: give --model_name_or_path (or at least --tokenizer_name)")
+    task.check_arguments(args)
 
 
 def _options_from_file(path: Path, parser: argparse.ArgumentParser) -> list[str]:

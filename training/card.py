@@ -4,53 +4,43 @@ import json
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-PIPELINE_TAGS = {
-    "mlm": "fill-mask",
-    "sequence-classification": "text-classification",
-    "token-classification": "token-classification",
-}
-TASK_NAMES = {
-    "mlm": "Masked language modeling",
-    "sequence-classification": "Text classification",
-    "token-classification": "Token classification",
-}
 
-
-def write_model_card(path, args, dataset_label: str, metrics: dict, settings: dict, model_name: str):
-    headline = {"mlm": "perplexity", "sequence-classification": "accuracy", "token-classification": "f1"}[args.task]
+def write_model_card(path, task, args, columns: dict, metrics: dict, settings: dict, model_name: str):
     eval_results = None
-    if headline in metrics:
+    headline = next((m for m in (task.metric, *task.card_metrics) if m in metrics), None)  # regression: spearmanr
+    if headline is not None:
         eval_results = [
             EvalResult(
-                task_type=PIPELINE_TAGS[args.task],
-                task_name=TASK_NAMES[args.task],
+                task_type=task.pipeline_tag,
+                task_name=task.title,
                 dataset_type=args.dataset_name or "local",
-                dataset_name=dataset_label,
+                dataset_name=args.dataset_label,
                 metric_type=headline,
                 metric_value=round(float(metrics[headline]), 4),
             )
         ]
     data = ModelCardData(
         library_name="transformers",
-        pipeline_tag=PIPELINE_TAGS[args.task],
-        tags=["transformer-encoder", PIPELINE_TAGS[args.task], "custom_code"],
+        pipeline_tag=task.pipeline_tag,
+        tags=["transformer-encoder", *task.card_tags(), "custom_code"],
         datasets=[args.dataset_name] if args.dataset_name else None,
-        metrics=sorted(k for k in metrics if k in ("accuracy", "f1", "perplexity")) or None,
+        metrics=[name for name in task.card_metrics if name in metrics] or None,
         model_name=model_name,
         eval_results=eval_results,
     )
+    read = ", ".join(f"{role} = `{column}`" for role, column in columns.items())
     body = f"""
 # {model_name}
 
 A Transformer encoder (*Attention Is All You Need*) trained with
-[transformer-encoder](https://pypi.org/project/transformer-encoder/): {TASK_NAMES[args.task].lower()} on
-{dataset_label}.
+[transformer-encoder](https://pypi.org/project/transformer-encoder/): {task.title.lower()} on
+{args.dataset_label} (columns: {read}).
 
 ## Use
 
 ```python
 from transformers import pipeline
-pipe = pipeline("{PIPELINE_TAGS[args.task]}", model="{model_name}", trust_remote_code=True)
+pipe = pipeline("{task.pipeline_tag}", model="{model_name}", trust_remote_code=True)
 ```
 
 The folder holds its own model code, so `trust_remote_code=True` loads it without installing the package.

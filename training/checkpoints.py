@@ -8,10 +8,14 @@ leaves only a `.tmp-` folder, which is never taken for a checkpoint and is remov
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 from pathlib import Path
 
-from .arguments import UsageError
+import torch
+
+from .errors import UsageError
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT = re.compile(r"^step_(\d+)$")
@@ -87,3 +91,41 @@ def save_checkpoint(accelerator, output_dir, step: int, state: dict, total_limit
 
 def load_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE_FILE).read_text())
+
+
+class Interruption:
+    """Ctrl-C (SIGINT) while training: the step under way finishes, then the run saves a checkpoint, prints the
+    command that resumes it, and exits with 130. A second Ctrl-C stops at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+    def stop(self, accelerator) -> bool:
+        """Whether any process was interrupted: all stop at the same step, so that they save together."""
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor(float(self.requested), device=accelerator.device)
+        return accelerator.reduce(flag, "sum").item() > 0
+
+
+def resume_command(argv: list[str], num_processes: int) -> str:
+    """The command line that continues an interrupted run from its newest checkpoint."""
+    words, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("--resume_from_checkpoint", "--hub_token"):
+            skip = True
+        elif not word.startswith(("--resume_from_checkpoint=", "--hub_token=", "--overwrite_output_dir")):
+            words.append(word)
+    launcher = "python -m" if num_processes == 1 else f"accelerate launch --num_processes {num_processes} -m"
+    return f"{launcher} transformer_encoder.training {shlex.join(words)} --resume_from_checkpoint latest"

@@ -1,24 +1,15 @@
-"""Data for training: raw datasets (Hub, local files, or the embedded corpus), tokenization, packing, labels,
-and the collators that make batches."""
+"""Raw data for training: datasets from the Hub, local files, or the embedded corpus, and the columns to read.
+Each task tokenizes it its own way (`tasks/`)."""
 
-import math
+import codecs
 import re
-from itertools import chain
 from pathlib import Path
 
-import torch
-from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict, Value, load_dataset
-from transformers import DataCollatorForLanguageModeling
+from datasets import Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
-from .arguments import UsageError
+from .errors import UsageError
 
 FILE_BUILDERS = {".txt": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-DEFAULT_TEXT_COLUMNS = {
-    "mlm": ("text",),
-    "sequence-classification": ("sentence", "text"),
-    "token-classification": ("tokens",),
-}
-DEFAULT_LABEL_COLUMNS = {"sequence-classification": ("label",), "token-classification": ("ner_tags",)}
 EMBEDDED_CORPUS = "the Python documentation that CPython ships (pydoc_data)"
 
 
@@ -40,8 +31,9 @@ def embedded_corpus() -> Dataset:
     return Dataset.from_dict({"text": [p for p in paragraphs if len(p) > 20]})
 
 
-def load_raw_datasets(args) -> DatasetDict | IterableDatasetDict:
-    """`train` and, where there is one, `validation`: from the Hub, local files, or the embedded corpus."""
+def load_raw_datasets(args, task) -> DatasetDict | IterableDatasetDict:
+    """`train` and, where there is one, `validation`: from the Hub, local files, or (pretraining) the embedded
+    corpus."""
     if args.dataset_name:
         try:
             raw = load_dataset(args.dataset_name, args.dataset_config_name, streaming=args.streaming)
@@ -49,7 +41,7 @@ def load_raw_datasets(args) -> DatasetDict | IterableDatasetDict:
             raise UsageError(f"Could not load the dataset {args.dataset_name!r}: {error}") from error
     elif args.train_file:
         raw = _load_files(args)
-    elif args.task == "mlm":
+    elif task.pretraining:
         raw = DatasetDict(train=embedded_corpus())
         if args.streaming:
             raw = IterableDatasetDict(train=raw["train"].to_iterable_dataset(num_shards=4))
@@ -81,12 +73,45 @@ def _load_files(args) -> DatasetDict | IterableDatasetDict:
         if path.suffix not in FILE_BUILDERS:
             raise UsageError(f"Cannot read {file}: use one of {', '.join(FILE_BUILDERS)} files.")
         builders.add(FILE_BUILDERS[path.suffix])
+        if path.suffix != ".parquet":
+            _check_text_file(path, split, whole=not args.streaming)
     if len(builders) > 1:
         raise UsageError(f"--train_file and --validation_file must have the same format, got {sorted(builders)}.")
     try:
-        return load_dataset(builders.pop(), data_files=files, streaming=args.streaming)
+        raw = load_dataset(builders.pop(), data_files=files, streaming=args.streaming)
     except Exception as error:
         raise UsageError(f"Could not read {', '.join(files.values())}: {error}") from error
+    for split, file in files.items():
+        if not args.streaming and len(raw[split]) == 0:
+            raise UsageError(f"The {split} file {file} is empty: it has no rows.")
+    return raw
+
+
+def _check_text_file(path: Path, split: str, whole: bool):
+    """A text file with rows in it (a CSV: besides its header), in UTF-8 (all of it; streamed, its first
+    megabyte)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as error:  # error.object: the decoder's held-back bytes, then this chunk
+                position = offset - (len(error.object) - len(chunk)) + error.start
+                raise UsageError(
+                    f"The {split} file {path} is not UTF-8 text: byte {error.object[error.start]:#04x} at offset "
+                    f"{position} cannot be decoded. Convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                ) from error
+            offset += len(chunk)
+            lines = min(2, lines + sum(1 for line in text.splitlines() if line.strip()))
+            if not whole and lines == 2:
+                return
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as error:
+            raise UsageError(f"The {split} file {path} is not UTF-8 text: it ends inside a character.") from error
+    if lines == 0 or (lines == 1 and path.suffix == ".csv"):
+        raise UsageError(f"The {split} file {path} is empty{': it has only a header' if lines else ''}.")
 
 
 def _hold_out_validation(raw, args):
@@ -109,8 +134,9 @@ def column_names(dataset) -> list[str]:
     return list(first) if first is not None else []
 
 
-def pick_column(dataset, requested: str | None, defaults: tuple[str, ...], what: str) -> str:
-    """The column to read: the one asked for, else the first default present; a clear error otherwise."""
+def pick_column(dataset, requested: str | None, defaults: tuple[str, ...], option: str) -> str:
+    """The column to read: the one asked for (with `option`), else the first default present; a clear error
+    otherwise."""
     columns = column_names(dataset)
     if not columns:
         raise UsageError("The dataset is empty: there is nothing to train on.")
@@ -118,146 +144,18 @@ def pick_column(dataset, requested: str | None, defaults: tuple[str, ...], what:
     for name in candidates:
         if name in columns:
             return name
-    option = "--text_column_name" if what == "text" else "--label_column_name"
+    what = option.removeprefix("--").removesuffix("_column_name").replace("_", " ")
     raise UsageError(
         f"The dataset has no {what} column {' or '.join(map(repr, candidates))}. Its columns are: "
         f"{', '.join(columns)}. Name the right one with {option}."
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Masked-LM data: packed blocks, masked dynamically
-# ---------------------------------------------------------------------------------------------------------------------
+def text_columns(dataset) -> list[str]:
+    """The columns that hold strings."""
+    return [name for name, feature in dataset.features.items() if getattr(feature, "dtype", None) in ("string", "large_string")]
 
 
-def pack_for_mlm(raw, tokenizer, text_column: str, args, main_process_first):
-    """Tokenize, concatenate every text with [SEP] between them, cut into [CLS] … [SEP] blocks of max_seq_length,
-    and number the blocks (the masking is seeded per block)."""
-    body = args.max_seq_length - 2
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    if cls is None or sep is None or tokenizer.mask_token_id is None:
-        raise UsageError("Masked-LM training needs a tokenizer with [CLS], [SEP] and [MASK] tokens.")
-
-    def tokenize(batch):
-        # Texts longer than a block are expected: packing cuts them.
-        return tokenizer(batch[text_column], add_special_tokens=False, return_attention_mask=False, verbose=False)
-
-    def pack(batch):
-        ids = list(chain.from_iterable(seq + [sep] for seq in batch["input_ids"] if seq))
-        blocks = [[cls] + ids[i : i + body] + [sep] for i in range(0, len(ids) - body + 1, body)]
-        return {"input_ids": blocks}
-
-    packed = {}
-    for split, dataset in raw.items():
-        columns = column_names(dataset)
-        map_kwargs = {} if args.streaming else _map_options(args)  # a stream maps lazily, without a cache
-        with main_process_first():
-            tokens = dataset.map(tokenize, batched=True, remove_columns=columns, **map_kwargs)
-            blocks = tokens.map(pack, batched=True, batch_size=1000, **map_kwargs)
-            blocks = blocks.map(_number, batched=True, with_indices=True, **map_kwargs)
-        if not args.streaming and len(blocks) == 0:
-            raise UsageError(
-                f"The {split} text is shorter than one block of --max_seq_length={args.max_seq_length} tokens."
-            )
-        packed[split] = blocks
-    return packed
-
-
-def _map_options(args) -> dict:
+def map_options(args) -> dict:
     """datasets.map in parallel where asked, reusing its cache unless --overwrite_cache."""
     return {"num_proc": args.preprocessing_num_workers, "load_from_cache_file": not args.overwrite_cache}
-
-
-def _number(batch, indices):
-    return {"example_id": list(indices)}
-
-
-class SeededMaskingCollator:
-    """BERT's dynamic masking (DataCollatorForLanguageModeling: 15 % of tokens; of those 80 % [MASK], 10 % a random
-    token, 10 % unchanged), with the random draws seeded by (seed, epoch, block number). Every block is then masked
-    the same way whatever the number of processes or where a run resumed, so those runs end with equal weights."""
-
-    def __init__(self, tokenizer, mlm_probability: float, seed: int):
-        self.masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
-        self.tokenizer = tokenizer
-        self.seed = seed
-        self.epoch = 0
-
-    def __call__(self, examples):
-        input_ids, labels = [], []
-        for example in examples:
-            ids = torch.tensor([example["input_ids"]])
-            special = torch.tensor([self.tokenizer.get_special_tokens_mask(ids[0].tolist(), already_has_special_tokens=True)])
-            self.masker.generator = torch.Generator().manual_seed(
-                (self.seed * 1_000_003 + self.epoch * 7_919 + int(example["example_id"])) % 2**63
-            )
-            masked, target = self.masker.torch_mask_tokens(ids, special_tokens_mask=special)
-            input_ids.append(masked[0])
-            labels.append(target[0])
-        return {"input_ids": torch.stack(input_ids), "labels": torch.stack(labels)}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Fine-tuning data: labels
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def label_mapping(dataset: Dataset, column: str, per_token: bool) -> tuple[list[str], dict] | None:
-    """The label names in a stable order (ClassLabel names, else sorted values) and the map from the values in
-    the column to label ids; None for regression targets (float values)."""
-    feature = dataset.features[column]
-    inner = getattr(feature, "feature", feature)  # Sequence/List of labels for token classification
-    if isinstance(inner, ClassLabel):
-        return list(inner.names), {i: i for i in range(len(inner.names))}
-    values = dataset[column]
-    if per_token:
-        values = list(chain.from_iterable(values))
-    if isinstance(inner, Value) and inner.dtype.startswith("float"):
-        if any(not float(v).is_integer() for v in values if v is not None and not math.isnan(v)):
-            return None
-        values = [int(v) for v in values]
-    labels = sorted(set(values), key=lambda v: (str(type(v)), v))
-    return [str(v) for v in labels], {v: i for i, v in enumerate(labels)}
-
-
-def encode_for_sequence_classification(dataset, tokenizer, text_column, label_column, label_to_id, args):
-    def encode(batch):
-        encoded = tokenizer(batch[text_column], truncation=True, max_length=args.max_seq_length)
-        labels = batch[label_column]
-        encoded["labels"] = [float(v) for v in labels] if label_to_id is None else [_label_id(v, label_to_id) for v in labels]
-        return encoded
-
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, **_map_options(args))
-
-
-def encode_for_token_classification(dataset, tokenizer, text_column, label_column, label_to_id, args):
-    """Words → sub-word pieces; each word's label goes on its first piece, -100 on the others (unless
-    --label_all_tokens) and on special tokens."""
-    if not tokenizer.is_fast:
-        raise UsageError("Token classification needs a fast tokenizer (it maps pieces back to words).")
-
-    def encode(batch):
-        encoded = tokenizer(batch[text_column], is_split_into_words=True, truncation=True, max_length=args.max_seq_length)
-        encoded["labels"] = []
-        for row, tags in enumerate(batch[label_column]):
-            previous, labels = None, []
-            for word in encoded.word_ids(row):
-                if word is None or (word == previous and not args.label_all_tokens):
-                    labels.append(-100)
-                else:
-                    labels.append(_label_id(tags[word], label_to_id))
-                previous = word
-            encoded["labels"].append(labels)
-        return encoded
-
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, **_map_options(args))
-
-
-def _label_id(value, label_to_id):
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if value not in label_to_id:
-        raise UsageError(
-            f"Label {value!r} is not one of the training labels ({', '.join(map(str, label_to_id))})."
-        )
-    return label_to_id[value]

@@ -7,7 +7,7 @@ import os
 
 from accelerate.utils import DistributedType, parse_flag_from_env
 
-from .arguments import UsageError
+from .errors import UsageError
 
 ENGINES = {
     "ACCELERATE_USE_FSDP": ("FSDP", DistributedType.FSDP),

@@ -1,6 +1,10 @@
 """Evaluation metrics, computed here: `evaluate.load(...)` fetches metric code from the Hub at run time."""
 
+import re
+import string
 from collections import Counter
+
+from scipy import stats
 
 
 def accuracy(predictions, references) -> float:
@@ -44,3 +48,47 @@ def entity_scores(predicted: list[list[str]], gold: list[list[str]]) -> dict[str
     tokens = [(p, g) for ps, gs in zip(predicted, gold) for p, g in zip(ps, gs)]
     scores["accuracy"] = accuracy(*zip(*tokens)) if tokens else 0.0
     return scores
+
+
+def regression_scores(predictions, references) -> dict[str, float]:
+    """Mean squared error, and Pearson's and Spearman's correlations (GLUE's STS-B metrics)."""
+    pairs = list(zip(predictions, references, strict=True))
+    mse = sum((p - r) ** 2 for p, r in pairs) / max(len(pairs), 1)
+    if len(pairs) < 2:
+        return {"mse": mse}
+    return {
+        "mse": mse,
+        "pearson": float(stats.pearsonr(predictions, references).statistic),
+        "spearmanr": float(stats.spearmanr(predictions, references).statistic),
+    }
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's official normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def answer_f1(prediction: str, gold: str) -> float:
+    """Token-level F1 between two answers after normalisation; an empty answer (no answer) matches only another."""
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+    """Exact match and F1 in percent, as the official SQuAD v1.1/v2.0 evaluation computes them: each question
+    scores its best match over its gold answers; a question without any (v2) expects the empty answer."""
+    exact, f1 = [], []
+    for qid, golds in references.items():
+        golds = [g for g in golds if normalize_answer(g)] or [""]
+        prediction = predictions[qid]
+        exact.append(max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds))
+        f1.append(max(answer_f1(prediction, g) for g in golds))
+    n = max(len(exact), 1)
+    return {"exact_match": 100 * sum(exact) / n, "f1": 100 * sum(f1) / n}

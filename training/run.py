@@ -1,115 +1,103 @@
 """One training run, top-down: options → accelerator → data → tokenizer → model → optimizer and schedule →
 `accelerator.prepare` → loop (forward, backward, step, log, evaluate, checkpoint) → export with a model card.
+The task (`tasks/`) supplies the data, collators, head, loss normalisation and metrics; the loop is the same for
+every task. Nothing is written to the output folder before every check has passed; Ctrl-C saves a checkpoint.
 
 The same code runs under `python -m`, `accelerate launch` (one CPU, one or many GPUs, several nodes), and
 `torchrun`. Three details keep runs exact across those set-ups:
-- the loss of a step is normalised by the number of labelled tokens in the whole step (all micro-batches of the
+- the loss of a step is normalised by the number of labelled items in the whole step (all micro-batches of the
   accumulation, all processes), not by each micro-batch's own count;
 - the learning-rate schedule is stepped once per optimizer step (a prepared scheduler would step once per process);
 - masking is seeded per block, and resuming skips exactly the batches already seen.
 """
 
+import contextlib
 import itertools
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import GradientAccumulationPlugin, set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import (
-    AutoConfig,
-    AutoModelForMaskedLM,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    DataCollatorForTokenClassification,
-    DataCollatorWithPadding,
-    get_scheduler,
-)
+from transformers import AutoConfig, AutoTokenizer, get_scheduler
 
 from .. import TransformerEncoderConfig
 from . import data as training_data
-from .arguments import (
-    EMBEDDED_DEFAULT_MODEL,
-    EMBEDDED_DEFAULT_TRAINING,
-    MODEL_OPTIONS,
-    TRAINING_DEFAULTS,
-    UsageError,
-    parse_args,
-)
+from .arguments import MODEL_OPTIONS, parse_args
 from .card import write_model_card
-from .checkpoints import check_output_dir, load_state, resolve_resume, save_checkpoint
+from .checkpoints import (
+    Interruption,
+    check_output_dir,
+    load_state,
+    resolve_resume,
+    resume_command,
+    save_checkpoint,
+)
+from .errors import UsageError
 from .launch import check_launch
-from .metrics import accuracy, entity_scores
+from .tasks import TASKS
+from .tasks.base import starting_config
 from .tokenizer import train_tokenizer
 
-AUTO_CLASSES = {
-    "mlm": AutoModelForMaskedLM,
-    "sequence-classification": AutoModelForSequenceClassification,
-    "token-classification": AutoModelForTokenClassification,
-}
 HUB_IGNORE = ["checkpoints/*", "logs/*"]
 
 
 def main(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        train(args)
+        train(args, argv)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
-def train(args):
-    apply_defaults(args)
+def train(args, argv: list[str] | None = None):
+    """One run; `argv`, the command line, is printed back (as the command that resumes) if it is interrupted."""
+    task = TASKS[args.task]
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
-        # Windows of exactly N micro-batches: an epoch's last partial window is dropped rather than stepped early.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
         log_with=args.report_to if args.with_tracking else None,
         project_dir=str(Path(args.output_dir) / "logs"),
         dataloader_config=DataLoaderConfiguration(
             use_seedable_sampler=True, dispatch_batches=False if args.streaming else None
         ),
     )
-    # Every check that can refuse the run happens on every process before anything is written.
+    # Every check that can refuse the run happens on every process before anything is written: the output folder
+    # stays as it was until the data, tokenizer and model have all been accepted.
     check_launch(accelerator)
     resume_from = resolve_resume(args)
     check_output_dir(args)
     accelerator.wait_for_everyone()
     set_seed(args.seed)
 
-    raw = training_data.load_raw_datasets(args)
-    tokenizer = load_or_train_tokenizer(args, raw, accelerator, resume_from)
-    task = prepare_task_data(args, raw, tokenizer, accelerator)
-    model = build_model(args, tokenizer, task)
-    # Training needs logits at the masked tokens only: the cheaper LM head. The exported config keeps its own value.
-    sparse_training = args.task == "mlm" and isinstance(model.config, TransformerEncoderConfig)
-    exported_sparse_prediction = sparse_training and model.config.sparse_prediction
-    if sparse_training:
-        model.config.sparse_prediction = True
+    raw = training_data.load_raw_datasets(args, task)
+    tokenizer = load_or_train_tokenizer(args, task, raw, accelerator, resume_from)
+    match_segment_inputs(tokenizer, starting_config(args))
+    data = task.prepare(args, raw, tokenizer, accelerator)
+    model = build_model(args, task, tokenizer, data)
+    exported_config = apply_config(model.config, task.training_overrides(model.config))
 
     # Loaders draw their seeds from their own generator, not the global RNG that dropout uses: a resumed run then
     # continues from the checkpoint's RNG state exactly as the uninterrupted run did.
     train_loader = DataLoader(
-        task["train"],
+        data.train,
         shuffle=not args.streaming,
-        collate_fn=task["collator"],
+        collate_fn=data.collator,
         batch_size=args.per_device_train_batch_size,
         generator=torch.Generator().manual_seed(args.seed),
     )
     eval_loader = None
-    if task.get("validation") is not None:
+    if data.validation is not None:
         eval_loader = DataLoader(
-            task["validation"],
-            collate_fn=task["eval_collator"],
+            data.validation,
+            collate_fn=data.eval_collator,
             batch_size=args.per_device_eval_batch_size,
             generator=torch.Generator().manual_seed(args.seed),
         )
@@ -135,6 +123,9 @@ def train(args):
     )
     accelerator.register_for_checkpointing(scheduler)
 
+    # Every check has passed: from here on the run writes to its output folder.
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(args.output_dir)  # a resumed run reads it back
     settings = run_settings(args, accelerator, max_steps)
     if args.with_tracking:
         accelerator.init_trackers("transformer_encoder", {k: v for k, v in settings.items() if v is not None})
@@ -151,87 +142,76 @@ def train(args):
     started = time.time()
     # A stream is read again (reshuffled) until max_train_steps; a dataset for num_train_epochs.
     epochs = itertools.count(first_epoch) if args.streaming else range(first_epoch, num_epochs)
-    for epoch in epochs:
-        if step >= max_steps:
-            break
-        model.train()
-        if isinstance(task["collator"], training_data.SeededMaskingCollator):
-            task["collator"].epoch = epoch
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        whole_epoch = batches_done == 0
-        batches = train_loader if whole_epoch else accelerator.skip_first_batches(train_loader, batches_done)
-        steps_before = step
-        for window in accumulation_windows(batches, args.gradient_accumulation_steps):
-            loss = train_step(accelerator, model, optimizer, scheduler, window, args.max_grad_norm)
-            step += 1
-            batches_done += len(window)
-            progress.update(1)
-            if step % args.logging_steps == 0 or step == max_steps:
-                lr = scheduler.get_last_lr()[0]
-                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                log.write(step, {"loss": loss, "learning_rate": lr, "epoch": epoch})
-            if args.eval_steps and step % args.eval_steps == 0 and eval_loader is not None:
-                log.write(step, evaluate(accelerator, model, eval_loader, task))
-                model.train()
-            if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
-                position = {"step": step, "epoch": epoch, "batches_in_epoch": batches_done}
-                save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
+    with Interruption() as interruption:
+        for epoch in epochs:
             if step >= max_steps:
                 break
-        if whole_epoch and step == steps_before:
-            raise UsageError("The training data ran out before a single optimizer step: add data or lower the batch size.")
-        if step < max_steps:
-            batches_done = 0
-            if args.checkpointing_steps == "epoch":
-                position = {"step": step, "epoch": epoch + 1, "batches_in_epoch": 0}
-                save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
+            model.train()
+            for seeded in (train_loader, data.collator):  # shuffling and masking differ from epoch to epoch
+                if hasattr(seeded, "set_epoch"):
+                    seeded.set_epoch(epoch)
+            whole_epoch = batches_done == 0
+            batches = train_loader if whole_epoch else accelerator.skip_first_batches(train_loader, batches_done)
+            steps_before = step
+            for window in accumulation_windows(batches, args.gradient_accumulation_steps):
+                loss = train_step(accelerator, model, optimizer, scheduler, task, window, args.max_grad_norm)
+                step += 1
+                batches_done += len(window)
+                progress.update(1)
+                if step % args.logging_steps == 0 or step == max_steps:
+                    lr = scheduler.get_last_lr()[0]
+                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    log.write(step, {"loss": loss, "learning_rate": lr, "epoch": epoch})
+                if args.eval_steps and step % args.eval_steps == 0 and eval_loader is not None:
+                    log.write(step, task.evaluate(accelerator, model, eval_loader, data))
+                    model.train()
+                position = {"step": step, "epoch": epoch, "batches_in_epoch": batches_done}
+                if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
+                    save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
+                if interruption.stop(accelerator):
+                    progress.close()
+                    save_and_exit(accelerator, args, position, argv)
+                if step >= max_steps:
+                    break
+            if whole_epoch and step == steps_before:
+                raise UsageError("The training data ran out before a single optimizer step: add data or lower the batch size.")
+            if step < max_steps:
+                batches_done = 0
+                if args.checkpointing_steps == "epoch":
+                    position = {"step": step, "epoch": epoch + 1, "batches_in_epoch": 0}
+                    save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
     progress.close()
 
-    metrics = evaluate(accelerator, model, eval_loader, task) if eval_loader is not None else {}
+    metrics = task.evaluate(accelerator, model, eval_loader, data) if eval_loader is not None else {}
     metrics["train_runtime_s"] = round(time.time() - started, 1)
     metrics["train_steps"] = step
     log.write(step, metrics)
-    if sparse_training:
-        accelerator.unwrap_model(model).config.sparse_prediction = exported_sparse_prediction
-    export(accelerator, model, tokenizer, args, metrics, settings)
+    apply_config(accelerator.unwrap_model(model).config, exported_config)
+    export(accelerator, model, tokenizer, args, task, data, metrics, settings)
     if args.with_tracking:
         accelerator.end_training()
     return metrics
 
 
+def save_and_exit(accelerator, args, position: dict, argv: list[str] | None):
+    """After Ctrl-C: a checkpoint of the position reached, the command that resumes from it, exit code 130."""
+    saved = save_checkpoint(accelerator, args.output_dir, position["step"], position, args.checkpoints_total_limit)
+    command = resume_command(argv or [], accelerator.num_processes)
+    accelerator.print(f"\nInterrupted at step {position['step']}: saved {saved}. Resume with:\n  {command}", file=sys.stderr)
+    sys.exit(130)
+
+
+def apply_config(config, values: dict) -> dict:
+    """Set config values; return the ones they replaced, to put back."""
+    previous = {name: getattr(config, name) for name in values}
+    for name, value in values.items():
+        setattr(config, name, value)
+    return previous
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def apply_defaults(args):
-    """Options that depend on others, and the checks argparse cannot make."""
-    if not args.output_dir:
-        raise UsageError("--output_dir is required: it receives checkpoints and the trained model.")
-    embedded = args.task == "mlm" and not (args.dataset_name or args.train_file) and not args.model_name_or_path
-    if embedded:  # the built-in corpus trains a small model in minutes on a CPU, unless told otherwise
-        for name, value in EMBEDDED_DEFAULT_MODEL.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-    for name, value in (EMBEDDED_DEFAULT_TRAINING if embedded else TRAINING_DEFAULTS).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.dataset_label = training_data.EMBEDDED_CORPUS if embedded else (args.dataset_name or args.train_file)
-    if args.streaming and not args.max_train_steps:
-        raise UsageError("--streaming reads data of unknown length: give --max_train_steps.")
-    if args.streaming and args.task != "mlm":
-        raise UsageError("--streaming is for mlm pretraining corpora; fine-tuning data is read whole.")
-    if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
-        raise UsageError(f"--checkpointing_steps takes a number of steps or 'epoch', got {args.checkpointing_steps!r}.")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "max_seq_length", "logging_steps"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}.")
-    if args.max_seq_length < 8:
-        raise UsageError(f"--max_seq_length={args.max_seq_length} is too short to hold any text.")
-    if args.task != "mlm" and not (args.model_name_or_path or args.tokenizer_name):
-        raise UsageError(f"{args.task} fine-tunes a model: give --model_name_or_path (or at least --tokenizer_name).")
 
 
 def run_settings(args, accelerator, max_steps) -> dict:
@@ -254,7 +234,9 @@ def run_settings(args, accelerator, max_steps) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def load_or_train_tokenizer(args, raw, accelerator, resume_from):
+def load_or_train_tokenizer(args, task, raw, accelerator, resume_from):
+    """The tokenizer of the checkpoint (or --tokenizer_name); else, pretraining from scratch, one trained on the
+    training text. It is written to the output folder only once the run has passed every check."""
     name = args.tokenizer_name or args.model_name_or_path
     if name is None and resume_from is not None and (Path(args.output_dir) / "tokenizer.json").exists():
         name = args.output_dir  # the one this run trained before it was interrupted
@@ -264,88 +246,37 @@ def load_or_train_tokenizer(args, raw, accelerator, resume_from):
         except Exception as error:
             raise UsageError(f"Could not load a tokenizer from {name}: {error}") from error
 
-    text_column = training_data.pick_column(
-        raw["train"], args.text_column_name, training_data.DEFAULT_TEXT_COLUMNS["mlm"], "text"
-    )
-    folder = Path(args.output_dir)
+    text_column = training_data.pick_column(raw["train"], args.text_column_name, task.text_columns, "--text_column_name")
+    files = None
     if accelerator.is_main_process:
-        tokenizer = train_tokenizer(
-            raw["train"], text_column, args.tokenizer_type, args.vocab_size, args.max_seq_length
-        )
-        tokenizer.save_pretrained(folder)
-    accelerator.wait_for_everyone()
-    return AutoTokenizer.from_pretrained(folder)
+        trained = train_tokenizer(raw["train"], text_column, args.tokenizer_type, args.vocab_size, args.max_seq_length)
+        with tempfile.TemporaryDirectory() as folder:
+            trained.save_pretrained(folder)
+            files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
+    # Trained once, on the main process: the others take its files (the bytes they would train, without the work).
+    files = broadcast_object_list([files])[0]
+    with tempfile.TemporaryDirectory() as folder:
+        for file_name, content in files.items():
+            (Path(folder) / file_name).write_bytes(content)
+        return AutoTokenizer.from_pretrained(folder)
 
 
-def prepare_task_data(args, raw, tokenizer, accelerator) -> dict:
-    """The tokenized splits, the collators that batch them, and (fine-tuning) the label names."""
-    task = {"task": args.task, "labels": None}
-    train = raw["train"]
-    text_column = training_data.pick_column(train, args.text_column_name, training_data.DEFAULT_TEXT_COLUMNS[args.task], "text")
-    if args.task == "mlm":
-        packed = training_data.pack_for_mlm(raw, tokenizer, text_column, args, accelerator.main_process_first)
-        task.update(packed)
-        task["collator"] = training_data.SeededMaskingCollator(tokenizer, args.mlm_probability, args.seed)
-        # Evaluation masks the same tokens every time, so that eval losses are comparable across steps.
-        task["eval_collator"] = training_data.SeededMaskingCollator(tokenizer, args.mlm_probability, args.seed + 1)
-        return task
-
-    per_token = args.task == "token-classification"
-    label_column = training_data.pick_column(train, args.label_column_name, training_data.DEFAULT_LABEL_COLUMNS[args.task], "label")
-    for split in raw:
-        training_data.pick_column(raw[split], text_column, (), "text")
-        training_data.pick_column(raw[split], label_column, (), "label")
-    mapping = training_data.label_mapping(train, label_column, per_token)
-    if mapping is None and per_token:
-        raise UsageError(f"Token labels in {label_column!r} must be tags or class ids, not real numbers.")
-    names, value_to_id = mapping if mapping else (None, None)
-    names, value_to_id = match_checkpoint_labels(args, names, value_to_id)
-    task["labels"] = names
-    encode = training_data.encode_for_token_classification if per_token else training_data.encode_for_sequence_classification
-    with accelerator.main_process_first():
-        for split in raw:
-            task[split] = encode(raw[split], tokenizer, text_column, label_column, value_to_id, args)
-    pad_to = 8 if accelerator.mixed_precision != "no" else None
-    collator_class = DataCollatorForTokenClassification if per_token else DataCollatorWithPadding
-    task["collator"] = task["eval_collator"] = collator_class(tokenizer, pad_to_multiple_of=pad_to)
-    return task
+def match_segment_inputs(tokenizer, config):
+    """The tokenizer gives token_type_ids exactly when the model has segment embeddings for a pair's two texts:
+    pairs then reach the model as BERT's `[CLS] a [SEP] b [SEP]` with segments 0 and 1, in training and in
+    `pipeline(...)` on the saved folder, and never as segment ids a model without them would refuse."""
+    segments = getattr(config, "type_vocab_size", 0) >= 2
+    names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
+    if segments:
+        names.insert(1, "token_type_ids")
+    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = names  # saved with the tokenizer
 
 
-def match_checkpoint_labels(args, names, value_to_id):
-    """A checkpoint already fine-tuned for this task keeps its label ids; a different label set is an error
-    (unless --ignore_mismatched_sizes re-initialises the head)."""
-    if names is None or not args.model_name_or_path:
-        return names, value_to_id
-    try:
-        config = AutoConfig.from_pretrained(args.model_name_or_path)
-    except Exception as error:
-        raise UsageError(f"Could not load the checkpoint {args.model_name_or_path}: {error}") from error
-    fine_tuned = any(a.endswith(AUTO_CLASSES[args.task].__name__.removeprefix("AutoModel")) for a in config.architectures or [])
-    if not fine_tuned or args.ignore_mismatched_sizes:
-        return names, value_to_id
-    theirs = [config.id2label[i] for i in range(config.num_labels)]
-    if sorted(theirs) != sorted(names):
-        raise UsageError(
-            f"The checkpoint {args.model_name_or_path} was fine-tuned with {config.num_labels} labels ({theirs}), "
-            f"but the data has {len(names)} ({names}). Use a checkpoint trained for these labels, a pretrained "
-            "(masked-LM) checkpoint, or --ignore_mismatched_sizes to start a new head."
-        )
-    by_name = {name: theirs.index(name) for name in names}
-    return theirs, {value: by_name[names[i]] for value, i in value_to_id.items()}
-
-
-def build_model(args, tokenizer, task):
-    auto_class = AUTO_CLASSES[args.task]
-    labels = task["labels"]
-    head_kwargs = {}
-    if args.task != "mlm":
-        if labels is None:
-            head_kwargs = {"num_labels": 1, "problem_type": "regression"}
-        else:
-            head_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+def build_model(args, task, tokenizer, data):
+    head_kwargs = task.model_kwargs(data)
     if args.model_name_or_path:
         try:
-            model = auto_class.from_pretrained(
+            model = task.auto_class.from_pretrained(
                 args.model_name_or_path,
                 attn_implementation=args.attn_implementation,
                 ignore_mismatched_sizes=args.ignore_mismatched_sizes,
@@ -362,7 +293,7 @@ def build_model(args, tokenizer, task):
             config = TransformerEncoderConfig(
                 vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **overrides, **head_kwargs
             )
-        model = auto_class.from_config(config, attn_implementation=args.attn_implementation)
+        model = task.auto_class.from_config(config, attn_implementation=args.attn_implementation)
     config = model.config
     if getattr(config, "position_embedding_type", None) == "learned" and args.max_seq_length > config.learned_positions:
         raise UsageError(
@@ -398,74 +329,39 @@ def accumulation_windows(batches, size: int):
             window = []
 
 
-def train_step(accelerator, model, optimizer, scheduler, window, max_grad_norm) -> float:
-    """One optimizer step over a window of micro-batches. Each micro-batch's summed loss is divided by the labelled
-    items of the whole step across processes, so the gradient is that of the mean over the global batch."""
-    normalisation = {}  # regression (float labels) keeps the mean loss of each micro-batch
-    if window[0]["labels"].dtype == torch.long:
-        local_items = sum((batch["labels"] != -100).sum() for batch in window)
-        global_items = accelerator.reduce(local_items.to(accelerator.device).float(), "sum")
-        # backward() divides by the accumulation steps and DDP averages over processes: scale back up.
-        normalisation["num_items_in_batch"] = global_items / (
-            accelerator.num_processes * accelerator.gradient_accumulation_steps
-        )
+def train_step(accelerator, model, optimizer, scheduler, task, window, max_grad_norm) -> float:
+    """One optimizer step over a window of micro-batches: the gradient of the mean loss over the global batch.
+
+    Where the task counts its items (tokens, labels), each micro-batch's summed loss is divided by the items of the
+    whole step on all processes (accelerate's recipe for variable-size batches): times the number of processes,
+    because DDP averages gradients over processes. Otherwise each micro-batch's mean loss counts 1/len(window).
+    Gradients are reduced across processes once, on the window's last backward pass."""
+    counts = [task.loss_items(batch) for batch in window]
+    normalisation = {}
+    if counts[0] is not None:
+        global_items = accelerator.reduce(torch.stack(counts).sum().to(accelerator.device).float(), "sum")
+        normalisation["num_items_in_batch"] = global_items / accelerator.num_processes
     step_loss = torch.zeros((), device=accelerator.device)
-    for batch in window:
-        with accelerator.accumulate(model):
+    for i, batch in enumerate(window):
+        last = i == len(window) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
             loss = model(**batch, **normalisation).loss
+            if not normalisation:
+                loss = loss / len(window)
             accelerator.backward(loss)
-            step_loss += loss.detach() / accelerator.gradient_accumulation_steps
-            if accelerator.sync_gradients and max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
+        step_loss += loss.detach()
+    if max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
     scheduler.step()
+    # normalised: N times each process's share of the global mean; else: the mean over each process's own batches
     return (accelerator.reduce(step_loss, "sum") / accelerator.num_processes).item()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Evaluation, logging, export
+# Logging, export
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(accelerator, model, loader, task) -> dict:
-    model.eval()
-    labels = task["labels"]
-    if task["task"] == "mlm":
-        loss_sum, items = torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
-        for batch in loader:
-            n = (batch["labels"] != -100).sum()
-            loss_sum += model(**batch, num_items_in_batch=1).loss.float()  # summed over the masked tokens
-            items += n
-        loss_sum, items = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(items.float(), "sum")
-        eval_loss = (loss_sum / items.clamp(min=1)).item()
-        return {"eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 50))}
-
-    predictions, references, losses = [], [], []
-    for batch in loader:
-        outputs = model(**batch)
-        losses.append(accelerator.gather_for_metrics(outputs.loss.detach().repeat(len(batch["labels"]))))
-        if labels is None:  # regression
-            continue
-        predicted = outputs.logits.argmax(-1)
-        gold = batch["labels"]
-        if predicted.ndim == 2:  # token classification: sequences differ in length across processes
-            predicted = accelerator.pad_across_processes(predicted, dim=1, pad_index=-100)
-            gold = accelerator.pad_across_processes(gold, dim=1, pad_index=-100)
-        predicted, gold = accelerator.gather_for_metrics((predicted, gold))
-        predictions += predicted.tolist()
-        references += gold.tolist()
-    metrics = {"eval_loss": torch.cat(losses).mean().item()}
-    if labels is None:
-        return metrics
-    if isinstance(references[0], list):
-        pairs = [[(labels[p], labels[g]) for p, g in zip(ps, gs) if g != -100] for ps, gs in zip(predictions, references)]
-        scores = entity_scores([[p for p, _ in row] for row in pairs], [[g for _, g in row] for row in pairs])
-        metrics.update(scores)
-    else:
-        metrics["accuracy"] = accuracy(predictions, references)
-    return metrics
 
 
 class MetricsLog:
@@ -484,7 +380,7 @@ class MetricsLog:
                 f.write(json.dumps({"step": step, **values}) + "\n")
 
 
-def export(accelerator, model, tokenizer, args, metrics, settings):
+def export(accelerator, model, tokenizer, args, task, data, metrics, settings):
     """The final folder: config, weights, code, tokenizer, model card and results; then, if asked, the Hub."""
     accelerator.wait_for_everyone()
     unwrapped = unsharded(accelerator.unwrap_model(model))
@@ -495,7 +391,7 @@ def export(accelerator, model, tokenizer, args, metrics, settings):
     if accelerator.is_main_process:
         tokenizer.save_pretrained(output_dir)
         model_name = args.hub_model_id or output_dir.name
-        write_model_card(output_dir / "README.md", args, args.dataset_label, metrics, settings, model_name)
+        write_model_card(output_dir / "README.md", task, args, data.columns, metrics, settings, model_name)
         (output_dir / "all_results.json").write_text(json.dumps(metrics, indent=2))
         if args.push_to_hub:
             push_folder(output_dir, args)
