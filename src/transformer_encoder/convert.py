@@ -13,17 +13,16 @@ missing or left over) is refused with a message naming it, and nothing is writte
 """
 
 import argparse
-import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from . import HEADS, TransformerEncoderConfig, TransformerEncoderForMaskedLM, TransformerEncoderModel
+from .folders import staged_folder
 
 SUPPORTED = ("bert", "roberta")
 # The source architecture's suffix → our class: the same name (BertForMaskedLM → …ForMaskedLM), except BERT's
@@ -184,9 +183,7 @@ def convert(src, dst) -> Path:
     model.tie_weights()
     tokenizer = AutoTokenizer.from_pretrained(src)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))  # renamed into place when whole
-    try:
+    with staged_folder(dst) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         for name in SENTENCE_TRANSFORMERS_FILES:
@@ -195,12 +192,6 @@ def convert(src, dst) -> Path:
         for pooling in src.glob("[0-9]_*"):
             if pooling.is_dir() and not any(pooling.glob("*.safetensors")):
                 shutil.copytree(pooling, staging / pooling.name)
-        if dst.exists():
-            dst.rmdir()
-        os.replace(staging, dst)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dst
 
 

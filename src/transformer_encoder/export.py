@@ -17,15 +17,13 @@ matrix products) within `INT8_TOLERANCE` of the output's scale. If they differ, 
 """
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from .folders import staged_folder
 from .modeling import HEADS
 
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
@@ -219,29 +217,22 @@ def export(model_dir, out_dir, format: str = "onnx", quantize: str | None = None
     with torch.no_grad():
         reference = [model(**checked)[name] for name in output_names]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))  # renamed into place when whole
-    try:
+    with staged_folder(out_dir) as staging:
         graph = staging / FORMATS[format]
         if format == "onnx":
             export_onnx(signature, traced, shapes, graph)
-            differences = {graph.name: check(graph.name, run_onnx(graph, checked), reference, checked["attention_mask"])}
+            graph_outputs = run_onnx(graph, checked)
         else:
             export_program(signature, traced, shapes, graph)
-            differences = {graph.name: check(graph.name, run_program(graph, checked), reference,
-                                             checked["attention_mask"])}
+            graph_outputs = run_program(graph, checked)
+        mask = checked["attention_mask"]
+        differences = {graph.name: check(graph.name, graph_outputs, reference, mask)}
         if quantize:
             quantize_onnx(graph, staging / QUANTIZED_ONNX)
             differences[QUANTIZED_ONNX] = check(QUANTIZED_ONNX, run_onnx(staging / QUANTIZED_ONNX, checked),
-                                                reference, checked["attention_mask"], int8=True)
+                                                reference, mask, int8=True)
         config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return differences
 
 
