@@ -23,7 +23,9 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +34,8 @@ from transformers import BertConfig, BertForMaskedLM, BertModel, ModernBertConfi
 
 import transformer_encoder
 from transformer_encoder import TransformerEncoderConfig, TransformerEncoderForMaskedLM, TransformerEncoderModel
+from transformer_encoder.export import ServingSignature, onnx_session, quantize_onnx
+from transformer_encoder.quantization import quantize_int8
 
 SIZES = {
     "tiny": dict(hidden=256, layers=4, heads=4, ffn=1024, vocab=8192),
@@ -114,7 +118,40 @@ class TorchEncoder(nn.Module):
         return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
 
 
-def contenders(size, max_len, mlm):
+class OnnxRuntimeModel(nn.Module):
+    """A peer exported to ONNX as users serve it: `torch.onnx.export` (the TorchScript exporter, opset 17, dynamic
+    batch and sequence), run by ONNX Runtime on CPU with every graph optimisation and torch's thread count;
+    `int8`: ONNX Runtime's dynamic quantization of that graph."""
+
+    def __init__(self, model, int8: bool = False):
+        super().__init__()
+        self.counted_parameters = parameters(model)
+        self.folder = tempfile.TemporaryDirectory(prefix="onnx-peer-")
+        path = Path(self.folder.name) / "model.onnx"
+        example = fixed_batches(model.config.vocab_size, "cpu", 2, 8)[0]
+        names = ["input_ids", "attention_mask"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            signature = ServingSignature(model.eval(), ["last_hidden_state", "pooler_output"])
+            torch.onnx.export(signature, example, path, dynamo=False, opset_version=17, input_names=names,
+                              dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names})
+        if int8:
+            quantize_onnx(path, path.with_name("model_quantized.onnx"))
+            path = path.with_name("model_quantized.onnx")
+        self.session = onnx_session(path, threads=torch.get_num_threads())
+
+    def forward(self, input_ids, attention_mask):
+        return self.session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+
+
+def ours_int8(size, max_len):
+    model = ours(size, max_len).eval()
+    quantized = quantize_int8(model)
+    quantized.counted_parameters = parameters(model)
+    return quantized
+
+
+def contenders(size, max_len, mlm, device="cpu"):
     """name → model factory; the names are the table's rows."""
     found = {
         "ours (sdpa)": lambda: ours(size, max_len, mlm),
@@ -125,6 +162,10 @@ def contenders(size, max_len, mlm):
     }
     if mlm:
         found["ours (sdpa, dense logits)"] = lambda: ours_dense(size, max_len)
+    elif device == "cpu":  # the serving anchors: int8, and ONNX Runtime
+        found["ours (int8)"] = lambda: ours_int8(size, max_len)
+        found["ONNX Runtime fp32 (BERT)"] = lambda: OnnxRuntimeModel(bert(size, max_len))
+        found["ONNX Runtime int8 (BERT)"] = lambda: OnnxRuntimeModel(bert(size, max_len), int8=True)
     return found
 
 
@@ -135,6 +176,9 @@ def ours_dense(size, max_len):
 
 
 def parameters(model) -> int:
+    """Distinct parameters; an int8 or ONNX Runtime contender counts those of the model it was made from."""
+    if hasattr(model, "counted_parameters"):
+        return model.counted_parameters
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) not in seen:
@@ -326,7 +370,7 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
         if workload not in args.workloads:
             continue
         mlm = workload == "train"
-        factories = contenders(size, args.seq, mlm)
+        factories = contenders(size, args.seq, mlm, device)
         models = {name: factory() for name, factory in factories.items()}
         counts = {name: parameters(m) for name, m in models.items()}
         reference = counts["BERT (sdpa)"]
@@ -355,6 +399,9 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
                 )
             rows.append(row)
             print(f"{size_name:5} {workload:9} {name:32} {row['tokens_per_s']:10.0f} tok/s", flush=True)
+        if workload == "variable":
+            print(f"{size_name:5} {workload:9} padding-free ceiling (padded positions / real tokens): "
+                  f"{padding_free_ceiling(rows[-1]):.2f}", flush=True)
         del models, runners
     return rows
 
@@ -382,12 +429,43 @@ def write_report(rows, args, device, dtype, matmul_rate, stem: Path, machine=Non
             f"{row['tokens_per_s']:,.0f} ({row['min']:,.0f}–{row['max']:,.0f}) | {ours_rate / row['tokens_per_s']:.2f} | "
             f"{row['mfu']:.1%} | {'' if peak is None else f'{peak:,.0f}'} |"
         )
+    lines += serving_summary(rows, titles)
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     saved = {"machine": machine, "torch": torch_version, "dtype": str(dtype), "matmul_rate": matmul_rate,
              "batch": args.batch, "seq": args.seq, "variable_batch_size": args.variable_batch_size, "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(saved, indent=2))
     plot(rows, titles, stem.with_suffix(".png"), machine)
     print("\n".join(lines))
+
+
+def padding_free_ceiling(row) -> float:
+    """Padded positions ÷ real tokens: the most a padding-free model can gain over a padded peer of the same work."""
+    return 1 / (1 - row["padding_share"])
+
+
+def serving_summary(rows, titles) -> list[str]:
+    """The ratios the serving goals name, for every size and inference workload measured."""
+    def rate(size, workload, contender):
+        return next((r["tokens_per_s"] for r in rows if (r["size"], r["workload"], r["contender"]) ==
+                     (size, workload, contender)), None)
+
+    pairs = [("ours (sdpa)", "BERT (sdpa)"), ("ours (sdpa)", "ONNX Runtime fp32 (BERT)"),
+             ("ours (int8)", "ONNX Runtime int8 (BERT)"), ("ours (int8)", "ours (sdpa)")]
+    lines = ["", "| size | workload | padding-free ceiling | ours fp32 / BERT sdpa (share of the ceiling) | "
+             "ours fp32 / ORT fp32 | ours int8 / ORT int8 | ours int8 / ours fp32 |", "|---|---|---|---|---|---|---|"]
+    for size, workload in dict.fromkeys((r["size"], r["workload"]) for r in rows if r["workload"] != "train"):
+        first = next(r for r in rows if (r["size"], r["workload"]) == (size, workload))
+        ceiling = padding_free_ceiling(first)
+        cells = []
+        for ours_name, peer in pairs:
+            a, b = rate(size, workload, ours_name), rate(size, workload, peer)
+            cells.append("" if a is None or b is None else f"{a / b:.2f}")
+        if cells[0]:
+            cells[0] += f" ({float(cells[0]) / ceiling:.0%})"
+        lines.append(f"| {size} | {titles[workload]} | {ceiling:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "Padding-free ceiling: padded positions ÷ real tokens, the speed-up over a padded peer (BERT) that "
+              "doing no work on padding allows; the share is ours / BERT sdpa divided by it."]
+    return lines
 
 
 def plot(rows, titles, path, machine):

@@ -133,6 +133,32 @@ class TransformerEncoderEmbeddings(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Real tokens: where a padded batch holds them, to skip the padding in the fast paths
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+GPU_UNPAD_MIN_POSITIONS = 8192  # batch × sequence positions below which a GPU batch keeps its padding
+
+
+class RealTokenPositions:
+    """Where the real (non-padding) tokens of a padded (batch, seq) batch are. Position-wise work (every linear map,
+    activation and layer norm) then runs on the real tokens alone, as a (n_tokens, …) tensor; only attention needs
+    them back in place. On sentence-length data most of a padded batch is padding, so this saves most of the work."""
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.shape = tuple(attention_mask.shape)
+        self.indices = attention_mask.flatten().nonzero().squeeze(-1)  # flat positions of the real tokens
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, …) → (n_tokens, …)
+        return x.flatten(0, 1)[self.indices]
+
+    def pad(self, x: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_tokens, …) → (batch, seq, …), padding positions taken from `fill` (zeros by default)."""
+        padded = fill.flatten(0, 1) if fill is not None else x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
+        return padded.index_copy(0, self.indices, x).view(*self.shape, *x.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Attention (§3.2)
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -194,15 +220,15 @@ class TransformerEncoderAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        tokens: "RealTokens | None" = None,
+        real_positions: RealTokenPositions | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden_states: (batch, seq, d_model), or with `tokens` the real tokens only, (n_tokens, d_model): the
-        projections then skip padding, and attention sees the tokens back in their (batch, seq) places."""
-        batch, seq = tokens.shape if tokens is not None else hidden_states.shape[:2]
+        """hidden_states: (batch, seq, d_model), or with `real_positions` the real tokens only, (n_tokens, d_model):
+        the projections then skip padding, and attention sees the tokens back in their (batch, seq) places."""
+        batch, seq = real_positions.shape if real_positions is not None else hidden_states.shape[:2]
 
         def split_heads(x):  # (batch, seq, d_model) → (batch, h, seq, d_k)
-            x = tokens.pad(x) if tokens is not None else x
+            x = real_positions.pad(x) if real_positions is not None else x
             return x.view(batch, seq, self.num_heads, self.d_k).transpose(1, 2)
 
         q = split_heads(self.q_proj(hidden_states))
@@ -226,30 +252,9 @@ class TransformerEncoderAttention(nn.Module):
             **kwargs,
         )
         output = output.reshape(batch, seq, -1)  # Concat(head_1, …, head_h): (batch, seq, h · d_k)
-        if tokens is not None:
-            output = tokens.unpad(output)
+        if real_positions is not None:
+            output = real_positions.unpad(output)
         return self.out_proj(output), weights
-
-
-GPU_UNPAD_MIN_POSITIONS = 8192  # batch × sequence positions below which a GPU batch keeps its padding
-
-
-class RealTokens:
-    """Where the real (non-padding) tokens of a padded (batch, seq) batch are. Position-wise work (every linear map,
-    activation and layer norm) then runs on the real tokens alone, as a (n_tokens, …) tensor; only attention needs
-    them back in place. On sentence-length data most of a padded batch is padding, so this saves most of the work."""
-
-    def __init__(self, attention_mask: torch.Tensor):
-        self.shape = tuple(attention_mask.shape)
-        self.indices = attention_mask.flatten().nonzero().squeeze(-1)  # flat positions of the real tokens
-
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, …) → (n_tokens, …)
-        return x.flatten(0, 1)[self.indices]
-
-    def pad(self, x: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
-        """(n_tokens, …) → (batch, seq, …), padding positions taken from `fill` (zeros by default)."""
-        padded = fill.flatten(0, 1) if fill is not None else x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
-        return padded.index_copy(0, self.indices, x).view(*self.shape, *x.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -304,19 +309,19 @@ class TransformerEncoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        tokens: RealTokens | None = None,
+        real_positions: RealTokenPositions | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        """(batch, seq, d_model) in and out; with `tokens`, the block computes on the real tokens only and the
-        padding positions pass through unchanged."""
+        """(batch, seq, d_model) in and out; with `real_positions`, the block computes on the real tokens only and
+        the padding positions pass through unchanged."""
 
         def self_attention(x):
-            return self.attention(x, attention_mask, position_embeddings, tokens, **kwargs)[0]
+            return self.attention(x, attention_mask, position_embeddings, real_positions, **kwargs)[0]
 
-        x = tokens.unpad(hidden_states) if tokens is not None else hidden_states
+        x = real_positions.unpad(hidden_states) if real_positions is not None else hidden_states
         x = self.residual(x, self_attention, self.attention_norm)
         x = self.residual(x, self.feed_forward, self.feed_forward_norm)
-        return tokens.pad(x, fill=hidden_states) if tokens is not None else x
+        return real_positions.pad(x, fill=hidden_states) if real_positions is not None else x
 
 
 class TransformerEncoderPooler(nn.Module):
@@ -334,18 +339,6 @@ class TransformerEncoderPooler(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------------------------------
-
-# Every Auto class a saved folder answers to with `trust_remote_code=True` (transformers itself only records the
-# class that was saved).
-AUTO_MAP = {
-    "AutoConfig": "configuration_transformer_encoder.TransformerEncoderConfig",
-    "AutoModel": "modeling_transformer_encoder.TransformerEncoderModel",
-    "AutoModelForMaskedLM": "modeling_transformer_encoder.TransformerEncoderForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_transformer_encoder.TransformerEncoderForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_transformer_encoder.TransformerEncoderForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_transformer_encoder.TransformerEncoderForQuestionAnswering",
-}
-
 
 class TransformerEncoderPreTrainedModel(PreTrainedModel):
     config: TransformerEncoderConfig
@@ -435,34 +428,35 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             # A row with no real token has no key to attend to: softmax over nothing is NaN. Such a row attends to
             # all its positions instead, so its (meaningless, padding) outputs stay finite.
             attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
-        tokens = self._real_tokens(attention_mask)
+        real_positions = self._real_positions(attention_mask)
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
 
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, position_embeddings, tokens, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask, position_embeddings, real_positions, **kwargs)
         if self.final_norm is not None:
             hidden_states = self.final_norm(hidden_states)
 
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
 
-    def _real_tokens(self, attention_mask: torch.Tensor | None) -> RealTokens | None:
+    def _real_positions(self, attention_mask: torch.Tensor | None) -> RealTokenPositions | None:
         """Skip the padding in the fast paths: not in eager (the reference, computed as the equations say), not
-        under torch.compile (the number of real tokens would be a data-dependent shape), not without padding, and
-        not for small batches on a GPU, whose time goes to launching kernels, which the gathers add to (measured,
-        H200, BERT-base size, sentence batches: 0.74x BERT at 16 sentences, 0.81x at 64, 1.44x at 256)."""
+        under torch.compile, torch.export or ONNX export (the number of real tokens would be a data-dependent
+        shape, or a constant baked into the graph), not without padding, and not for small batches on a GPU, whose
+        time goes to launching kernels, which the gathers add to (measured: benchmarks/results/results-cuda*.md)."""
         if (
             attention_mask is None
             or attention_mask.dim() != 2
             or self.config._attn_implementation == "eager"
             or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export()
             or (attention_mask.is_cuda and attention_mask.numel() < GPU_UNPAD_MIN_POSITIONS)
             or attention_mask.bool().all()
         ):
             return None
-        return RealTokens(attention_mask)
+        return RealTokenPositions(attention_mask)
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         """Shape and range errors, raised before any kernel runs (an out-of-range id is a device-side assert on
@@ -501,10 +495,11 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             )
         if torch.compiler.is_compiling():
             return  # the range checks below read tensor values: a graph break under torch.compile
-        _check_range("input_ids", input_ids, config.vocab_size, "vocab_size")
-        _check_range("token_type_ids", token_type_ids, max(config.type_vocab_size, 1), "type_vocab_size")
+        checks = [("input_ids", input_ids, config.vocab_size, "vocab_size"),
+                  ("token_type_ids", token_type_ids, max(config.type_vocab_size, 1), "type_vocab_size")]
         if config.position_embedding_type == "learned":
-            _check_range("position_ids", position_ids, longest, "max_position_embeddings - position_offset")
+            checks.append(("position_ids", position_ids, longest, "max_position_embeddings - position_offset"))
+        _check_ranges(checks)
 
 
 def _unreadable_safetensors(folder) -> list[str]:
@@ -521,15 +516,21 @@ def _unreadable_safetensors(folder) -> list[str]:
     return unreadable
 
 
-def _check_range(name: str, ids: torch.Tensor | None, limit: int, limit_name: str):
-    if ids is None or ids.numel() == 0:
+def _check_ranges(checks: list[tuple[str, torch.Tensor | None, int, str]]):
+    """Every (name, ids, limit, limit_name) within [0, limit). The bounds of all the ids are read from the device
+    in one transfer: on a GPU each read waits for the queue to drain, so one sync per forward instead of six."""
+    given = [(name, ids, limit, limit_name) for name, ids, limit, limit_name in checks
+             if ids is not None and ids.numel() > 0]
+    if not given:
         return
-    low, high = ids.min().item(), ids.max().item()
-    if low < 0 or high >= limit:
-        raise ValueError(
-            f"`{name}` holds values in [{low}, {high}] but the model accepts [0, {limit - 1}] "
-            f"(config.{limit_name}={limit}). Check that the tokenizer matches the model, or resize the embeddings."
-        )
+    device = given[0][1].device
+    bounds = torch.stack([torch.stack((ids.min(), ids.max())).to(device) for _, ids, _, _ in given]).tolist()
+    for (name, _, limit, limit_name), (low, high) in zip(given, bounds):
+        if low < 0 or high >= limit:
+            raise ValueError(
+                f"`{name}` holds values in [{low}, {high}] but the model accepts [0, {limit - 1}] "
+                f"(config.{limit_name}={limit}). Check that the tokenizer matches the model, or resize the embeddings."
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -730,18 +731,26 @@ def _classifier_dropout(config: TransformerEncoderConfig) -> float:
     return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
 
 
-# Classes register under their Auto class so that `save_pretrained` copies this file next to the weights.
-TransformerEncoderModel.register_for_auto_class("AutoModel")
-TransformerEncoderForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
-TransformerEncoderForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-TransformerEncoderForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
-TransformerEncoderForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
+# ---------------------------------------------------------------------------------------------------------------------
+# The heads and their Auto classes: a new head is one row here
+# ---------------------------------------------------------------------------------------------------------------------
 
-__all__ = [
-    "TransformerEncoderPreTrainedModel",
-    "TransformerEncoderModel",
-    "TransformerEncoderForMaskedLM",
-    "TransformerEncoderForSequenceClassification",
-    "TransformerEncoderForTokenClassification",
-    "TransformerEncoderForQuestionAnswering",
-]
+HEADS = {  # Auto class → our class
+    "AutoModel": TransformerEncoderModel,
+    "AutoModelForMaskedLM": TransformerEncoderForMaskedLM,
+    "AutoModelForSequenceClassification": TransformerEncoderForSequenceClassification,
+    "AutoModelForTokenClassification": TransformerEncoderForTokenClassification,
+    "AutoModelForQuestionAnswering": TransformerEncoderForQuestionAnswering,
+}
+
+# Every Auto class a saved folder answers to with `trust_remote_code=True` (transformers itself only records the
+# class that was saved).
+AUTO_MAP = {"AutoConfig": "configuration_transformer_encoder.TransformerEncoderConfig"} | {
+    auto_class: f"modeling_transformer_encoder.{model_class.__name__}" for auto_class, model_class in HEADS.items()
+}
+
+# Classes register under their Auto class so that `save_pretrained` copies this file next to the weights.
+for auto_class, model_class in HEADS.items():
+    model_class.register_for_auto_class(auto_class)
+
+__all__ = ["HEADS", "TransformerEncoderPreTrainedModel", *(model_class.__name__ for model_class in HEADS.values())]

@@ -37,7 +37,7 @@ def test_fast_paths_match_eager_on_gpu(implementation, dtype, position, lengths)
     config = tiny_config(position_embedding_type=position, hidden_size=64, num_attention_heads=4)
     model = TransformerEncoderModel(config).to(CUDA, dtype).eval()
     input_ids, attention_mask = padded_batch(lengths=lengths)
-    assert (model._real_tokens(attention_mask.to(CUDA)) is None) == (lengths is SMALL)
+    assert (model._real_positions(attention_mask.to(CUDA)) is None) == (lengths is SMALL)
     input_ids, attention_mask = input_ids.to(CUDA), attention_mask.to(CUDA)
     with torch.no_grad():
         model.set_attn_implementation("eager")

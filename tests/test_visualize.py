@@ -109,3 +109,19 @@ def test_without_matplotlib_the_command_says_how_to_install(tmp_path):
     blocker.write_text("import sys\nsys.modules['matplotlib'] = None\n")
     result = run_cli("curves", tmp_path, env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode != 0 and 'pip install "transformer-encoder[viz]"' in result.stderr
+
+
+def test_library_functions_leave_the_backend_and_raise_errors_not_exits(tmp_path):
+    """A notebook keeps its matplotlib backend, and a mistake is an exception it can catch, not SystemExit."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 3.0, "learning_rate": 1e-4}))
+        curves_figure(tmp_path)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl does not exist"):
+        curves_figure(tmp_path / "nowhere")

@@ -13,34 +13,22 @@ missing or left over) is refused with a message naming it, and nothing is writte
 """
 
 import argparse
-import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from . import (
-    TransformerEncoderConfig,
-    TransformerEncoderForMaskedLM,
-    TransformerEncoderForQuestionAnswering,
-    TransformerEncoderForSequenceClassification,
-    TransformerEncoderForTokenClassification,
-    TransformerEncoderModel,
-)
+from . import HEADS, TransformerEncoderConfig, TransformerEncoderForMaskedLM, TransformerEncoderModel
+from .folders import staged_folder
 
 SUPPORTED = ("bert", "roberta")
-HEADS = {  # the source architecture's suffix → our class
-    "ForMaskedLM": TransformerEncoderForMaskedLM,
-    "ForPreTraining": TransformerEncoderForMaskedLM,  # its next-sentence head is dropped
-    "ForSequenceClassification": TransformerEncoderForSequenceClassification,
-    "ForTokenClassification": TransformerEncoderForTokenClassification,
-    "ForQuestionAnswering": TransformerEncoderForQuestionAnswering,
-    "Model": TransformerEncoderModel,
-}
+# The source architecture's suffix → our class: the same name (BertForMaskedLM → …ForMaskedLM), except BERT's
+# pretraining model, whose masked-LM head is ours and whose next-sentence head is dropped.
+CONVERTIBLE = {model_class.__name__.removeprefix("TransformerEncoder"): model_class for model_class in HEADS.values()}
+CONVERTIBLE["ForPreTraining"] = TransformerEncoderForMaskedLM
 DROPPED = (r"^cls\.seq_relationship\.", r"\.position_ids$", r"\.token_type_ids$")  # NSP head and buffers
 # sentence-transformers' modules beside the transformer: copied so that SentenceTransformer(DST) pools alike
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -176,7 +164,7 @@ def convert(src, dst) -> Path:
     source = AutoConfig.from_pretrained(src)
     config = our_config(source)
     architecture = (source.architectures or [f"{source.model_type.title()}Model"])[0]
-    model_class = next((cls for suffix, cls in HEADS.items() if architecture.endswith(suffix)), None)
+    model_class = next((cls for suffix, cls in CONVERTIBLE.items() if architecture.endswith(suffix)), None)
     if model_class is None:
         raise ConversionError(f"Cannot convert the {architecture} head: no counterpart here.")
     model = model_class(config)
@@ -195,9 +183,7 @@ def convert(src, dst) -> Path:
     model.tie_weights()
     tokenizer = AutoTokenizer.from_pretrained(src)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))  # renamed into place when whole
-    try:
+    with staged_folder(dst) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         for name in SENTENCE_TRANSFORMERS_FILES:
@@ -206,12 +192,6 @@ def convert(src, dst) -> Path:
         for pooling in src.glob("[0-9]_*"):
             if pooling.is_dir() and not any(pooling.glob("*.safetensors")):
                 shutil.copytree(pooling, staging / pooling.name)
-        if dst.exists():
-            dst.rmdir()
-        os.replace(staging, dst)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dst
 
 

@@ -20,13 +20,11 @@ INSTALL_HINT = 'matplotlib is needed to draw: pip install "transformer-encoder[v
 
 
 def _pyplot():
+    """matplotlib's pyplot, on whatever backend the caller chose (a notebook keeps its own)."""
     try:
-        import matplotlib
+        import matplotlib.pyplot as plt
     except ImportError as error:
-        raise SystemExit(f"error: {INSTALL_HINT}") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        raise ImportError(INSTALL_HINT) from error
     return plt
 
 
@@ -102,7 +100,7 @@ def attention_figure(model, tokenizer, text: str, layer: int | None = None, head
 def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist: give the --output_dir of a training run.")
+        raise FileNotFoundError(f"{path} does not exist: give the --output_dir of a training run.")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -154,7 +152,7 @@ def load_model(path: str):
         model = AutoModel.from_pretrained(path, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"error: cannot load a model and tokenizer from {path}: {error}") from error
+        raise OSError(f"cannot load a model and tokenizer from {path}: {error}") from error
     return model, tokenizer
 
 
@@ -173,15 +171,19 @@ def main(argv: list[str] | None = None):
     curves.add_argument("--output", default="curves.png")
     args = parser.parse_args(argv)
 
-    _pyplot()  # before loading anything: say at once if matplotlib is missing
-    if args.command == "attention":
-        model, tokenizer = load_model(args.model)
-        try:
+    try:
+        import matplotlib
+    except ImportError as error:  # before loading anything: say at once if matplotlib is missing
+        raise SystemExit(f"error: {INSTALL_HINT}") from error
+    matplotlib.use("Agg")  # the command draws into files, never a window
+    try:
+        if args.command == "attention":
+            model, tokenizer = load_model(args.model)
             fig = attention_figure(model, tokenizer, args.text, args.layer, args.head)
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from error
-    else:
-        fig = curves_figure(args.run_dir)
+        else:
+            fig = curves_figure(args.run_dir)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from error
     fig.savefig(args.output, dpi=120, bbox_inches="tight")
     print(f"wrote {args.output}")
 
