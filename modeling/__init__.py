@@ -10,20 +10,7 @@ from ..configuration import configuration_transformer_encoder
 # `modeling/configuration_transformer_encoder.py` is a link to it, for `save_pretrained` to copy.
 sys.modules[f"{__name__}.configuration_transformer_encoder"] = configuration_transformer_encoder
 
-from .modeling_transformer_encoder import (  # noqa: E402
-    TransformerEncoderForMaskedLM,
-    TransformerEncoderForQuestionAnswering,
-    TransformerEncoderForSequenceClassification,
-    TransformerEncoderForTokenClassification,
-    TransformerEncoderModel,
-    TransformerEncoderPreTrainedModel,
-)
+from . import modeling_transformer_encoder  # noqa: E402
+from .modeling_transformer_encoder import *  # noqa: E402,F403  (the heads table names every class)
 
-__all__ = [
-    "TransformerEncoderPreTrainedModel",
-    "TransformerEncoderModel",
-    "TransformerEncoderForMaskedLM",
-    "TransformerEncoderForSequenceClassification",
-    "TransformerEncoderForTokenClassification",
-    "TransformerEncoderForQuestionAnswering",
-]
+__all__ = modeling_transformer_encoder.__all__

@@ -335,18 +335,6 @@ class TransformerEncoderPooler(nn.Module):
 # The model
 # ---------------------------------------------------------------------------------------------------------------------
 
-# Every Auto class a saved folder answers to with `trust_remote_code=True` (transformers itself only records the
-# class that was saved).
-AUTO_MAP = {
-    "AutoConfig": "configuration_transformer_encoder.TransformerEncoderConfig",
-    "AutoModel": "modeling_transformer_encoder.TransformerEncoderModel",
-    "AutoModelForMaskedLM": "modeling_transformer_encoder.TransformerEncoderForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_transformer_encoder.TransformerEncoderForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_transformer_encoder.TransformerEncoderForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_transformer_encoder.TransformerEncoderForQuestionAnswering",
-}
-
-
 class TransformerEncoderPreTrainedModel(PreTrainedModel):
     config: TransformerEncoderConfig
     base_model_prefix = "model"
@@ -450,14 +438,15 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
 
     def _real_tokens(self, attention_mask: torch.Tensor | None) -> RealTokens | None:
         """Skip the padding in the fast paths: not in eager (the reference, computed as the equations say), not
-        under torch.compile (the number of real tokens would be a data-dependent shape), not without padding, and
-        not for small batches on a GPU, whose time goes to launching kernels, which the gathers add to (measured,
-        H200, BERT-base size, sentence batches: 0.74x BERT at 16 sentences, 0.81x at 64, 1.44x at 256)."""
+        under torch.compile, torch.export or ONNX export (the number of real tokens would be a data-dependent
+        shape, or a constant baked into the graph), not without padding, and not for small batches on a GPU, whose
+        time goes to launching kernels, which the gathers add to (measured: benchmarks/results/results-cuda*.md)."""
         if (
             attention_mask is None
             or attention_mask.dim() != 2
             or self.config._attn_implementation == "eager"
             or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export()
             or (attention_mask.is_cuda and attention_mask.numel() < GPU_UNPAD_MIN_POSITIONS)
             or attention_mask.bool().all()
         ):
@@ -730,18 +719,26 @@ def _classifier_dropout(config: TransformerEncoderConfig) -> float:
     return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
 
 
-# Classes register under their Auto class so that `save_pretrained` copies this file next to the weights.
-TransformerEncoderModel.register_for_auto_class("AutoModel")
-TransformerEncoderForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
-TransformerEncoderForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-TransformerEncoderForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
-TransformerEncoderForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
+# ---------------------------------------------------------------------------------------------------------------------
+# The heads and their Auto classes: a new head is one row here
+# ---------------------------------------------------------------------------------------------------------------------
 
-__all__ = [
-    "TransformerEncoderPreTrainedModel",
-    "TransformerEncoderModel",
-    "TransformerEncoderForMaskedLM",
-    "TransformerEncoderForSequenceClassification",
-    "TransformerEncoderForTokenClassification",
-    "TransformerEncoderForQuestionAnswering",
-]
+HEADS = {  # Auto class → our class
+    "AutoModel": TransformerEncoderModel,
+    "AutoModelForMaskedLM": TransformerEncoderForMaskedLM,
+    "AutoModelForSequenceClassification": TransformerEncoderForSequenceClassification,
+    "AutoModelForTokenClassification": TransformerEncoderForTokenClassification,
+    "AutoModelForQuestionAnswering": TransformerEncoderForQuestionAnswering,
+}
+
+# Every Auto class a saved folder answers to with `trust_remote_code=True` (transformers itself only records the
+# class that was saved).
+AUTO_MAP = {"AutoConfig": "configuration_transformer_encoder.TransformerEncoderConfig"} | {
+    auto_class: f"modeling_transformer_encoder.{model_class.__name__}" for auto_class, model_class in HEADS.items()
+}
+
+# Classes register under their Auto class so that `save_pretrained` copies this file next to the weights.
+for auto_class, model_class in HEADS.items():
+    model_class.register_for_auto_class(auto_class)
+
+__all__ = ["HEADS", "TransformerEncoderPreTrainedModel", *(model_class.__name__ for model_class in HEADS.values())]

@@ -42,7 +42,8 @@ from transformers import pipeline
 pipe = pipeline("{task.pipeline_tag}", model="{model_name}", trust_remote_code=True)
 ```
 
-The folder holds its own model code, so `trust_remote_code=True` loads it without installing the package.
+The folder holds its own model code, so `trust_remote_code=True` loads it without installing the package
+(the code needs transformers >= 5).
 
 ## Final evaluation
 

@@ -4,43 +4,17 @@ Importing the package registers the configuration and every model class with tra
 `AutoConfig`, `AutoModel` and `AutoModelFor…` `.from_pretrained(folder)` load a saved checkpoint.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
+import transformers
 
+from . import modeling
 from .configuration import TransformerEncoderConfig
-from .modeling import (
-    TransformerEncoderForMaskedLM,
-    TransformerEncoderForQuestionAnswering,
-    TransformerEncoderForSequenceClassification,
-    TransformerEncoderForTokenClassification,
-    TransformerEncoderModel,
-    TransformerEncoderPreTrainedModel,
-)
+from .modeling import *  # noqa: F403  (every class of the heads table, and the pretrained-model base class)
+from .modeling import HEADS
 
 __version__ = "0.1.0"
 
-AutoConfig.register(TransformerEncoderConfig.model_type, TransformerEncoderConfig, exist_ok=True)
-for auto_class, model_class in (
-    (AutoModel, TransformerEncoderModel),
-    (AutoModelForMaskedLM, TransformerEncoderForMaskedLM),
-    (AutoModelForSequenceClassification, TransformerEncoderForSequenceClassification),
-    (AutoModelForTokenClassification, TransformerEncoderForTokenClassification),
-    (AutoModelForQuestionAnswering, TransformerEncoderForQuestionAnswering),
-):
-    auto_class.register(TransformerEncoderConfig, model_class, exist_ok=True)
+transformers.AutoConfig.register(TransformerEncoderConfig.model_type, TransformerEncoderConfig, exist_ok=True)
+for auto_class, model_class in HEADS.items():
+    getattr(transformers, auto_class).register(TransformerEncoderConfig, model_class, exist_ok=True)
 
-__all__ = [
-    "TransformerEncoderConfig",
-    "TransformerEncoderPreTrainedModel",
-    "TransformerEncoderModel",
-    "TransformerEncoderForMaskedLM",
-    "TransformerEncoderForSequenceClassification",
-    "TransformerEncoderForTokenClassification",
-    "TransformerEncoderForQuestionAnswering",
-]
+__all__ = ["TransformerEncoderConfig", *modeling.__all__]

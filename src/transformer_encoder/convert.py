@@ -23,24 +23,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from . import (
-    TransformerEncoderConfig,
-    TransformerEncoderForMaskedLM,
-    TransformerEncoderForQuestionAnswering,
-    TransformerEncoderForSequenceClassification,
-    TransformerEncoderForTokenClassification,
-    TransformerEncoderModel,
-)
+from . import HEADS, TransformerEncoderConfig, TransformerEncoderForMaskedLM, TransformerEncoderModel
 
 SUPPORTED = ("bert", "roberta")
-HEADS = {  # the source architecture's suffix → our class
-    "ForMaskedLM": TransformerEncoderForMaskedLM,
-    "ForPreTraining": TransformerEncoderForMaskedLM,  # its next-sentence head is dropped
-    "ForSequenceClassification": TransformerEncoderForSequenceClassification,
-    "ForTokenClassification": TransformerEncoderForTokenClassification,
-    "ForQuestionAnswering": TransformerEncoderForQuestionAnswering,
-    "Model": TransformerEncoderModel,
-}
+# The source architecture's suffix → our class: the same name (BertForMaskedLM → …ForMaskedLM), except BERT's
+# pretraining model, whose masked-LM head is ours and whose next-sentence head is dropped.
+CONVERTIBLE = {model_class.__name__.removeprefix("TransformerEncoder"): model_class for model_class in HEADS.values()}
+CONVERTIBLE["ForPreTraining"] = TransformerEncoderForMaskedLM
 DROPPED = (r"^cls\.seq_relationship\.", r"\.position_ids$", r"\.token_type_ids$")  # NSP head and buffers
 # sentence-transformers' modules beside the transformer: copied so that SentenceTransformer(DST) pools alike
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -176,7 +165,7 @@ def convert(src, dst) -> Path:
     source = AutoConfig.from_pretrained(src)
     config = our_config(source)
     architecture = (source.architectures or [f"{source.model_type.title()}Model"])[0]
-    model_class = next((cls for suffix, cls in HEADS.items() if architecture.endswith(suffix)), None)
+    model_class = next((cls for suffix, cls in CONVERTIBLE.items() if architecture.endswith(suffix)), None)
     if model_class is None:
         raise ConversionError(f"Cannot convert the {architecture} head: no counterpart here.")
     model = model_class(config)
