@@ -21,6 +21,7 @@ and its sibling configuration file.
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -605,6 +606,95 @@ class TransformerEncoderForMaskedLM(TransformerEncoderPreTrainedModel):
         )
 
 
+@dataclass
+class TransformerEncoderForPreTrainingOutput(ModelOutput):
+    r"""
+    Output of [`TransformerEncoderForPreTraining`] (as transformers' `ElectraForPreTrainingOutput`).
+
+    loss (`torch.FloatTensor` of shape `()`): the replaced-token-detection loss, when `labels` are given.
+    logits (`torch.FloatTensor` of shape `(batch, seq)`): one score per token; above 0 means "replaced".
+    hidden_states, attentions: as every head's, with `output_hidden_states` / `output_attentions`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class TransformerEncoderDiscriminatorHead(nn.Module):
+    """ELECTRA's discriminator head: dense, activation, then one logit per token for "this token was replaced"."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[GATED_ACTIVATIONS.get(config.hidden_act, config.hidden_act)]
+        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dense_prediction(self.act(self.dense(hidden_states))).squeeze(-1)
+
+
+def replaced_token_detection_loss(logits, labels, attention_mask=None, num_items_in_batch=None) -> torch.Tensor:
+    """Binary cross-entropy -[y log σ(z) + (1 - y) log(1 - σ(z))] over the tokens that count (real tokens whose
+    label is not -100): their mean, or their sum divided by `num_items_in_batch`."""
+    counted = labels != -100
+    if attention_mask is not None and attention_mask.dim() == 2:
+        counted = counted & attention_mask.bool()
+    summed = nn.functional.binary_cross_entropy_with_logits(
+        logits[counted].float(), labels[counted].float(), reduction="sum"
+    )
+    if num_items_in_batch is None:
+        return summed / counted.sum().clamp(min=1)
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(summed.device)
+    return summed / num_items_in_batch
+
+
+class TransformerEncoderForPreTraining(TransformerEncoderPreTrainedModel):
+    """Replaced-token detection, the discriminator of ELECTRA (Clark et al., 2020): for every token, a logit that
+    it was replaced (by a small masked-LM generator's sample) rather than being the original. The encoder it trains
+    is a checkpoint like a masked LM's: every other head loads it."""
+
+    def __init__(self, config: TransformerEncoderConfig):
+        super().__init__(config)
+        self.model = TransformerEncoderModel(config, add_pooling_layer=False)
+        self.discriminator_predictions = TransformerEncoderDiscriminatorHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TransformerEncoderForPreTrainingOutput:
+        r"""
+        labels (`torch.Tensor` of shape `(batch, seq)`): 1 where the token was replaced, 0 where it is the original,
+            -100 where it does not count; padding (attention_mask 0) never counts. Pass `num_items_in_batch` to
+            normalise the loss by a count across accumulation steps and processes instead of this batch's mean.
+        """
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        logits = self.discriminator_predictions(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = replaced_token_detection_loss(logits, labels, attention_mask, kwargs.get("num_items_in_batch"))
+        return TransformerEncoderForPreTrainingOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
 class TransformerEncoderForSequenceClassification(TransformerEncoderPreTrainedModel):
     """Pooled first token → dropout → linear. Loss by `config.problem_type`: regression (num_labels = 1),
     single-label (integer labels) or multi-label (float multi-hot labels)."""
@@ -738,6 +828,7 @@ def _classifier_dropout(config: TransformerEncoderConfig) -> float:
 HEADS = {  # Auto class → our class
     "AutoModel": TransformerEncoderModel,
     "AutoModelForMaskedLM": TransformerEncoderForMaskedLM,
+    "AutoModelForPreTraining": TransformerEncoderForPreTraining,
     "AutoModelForSequenceClassification": TransformerEncoderForSequenceClassification,
     "AutoModelForTokenClassification": TransformerEncoderForTokenClassification,
     "AutoModelForQuestionAnswering": TransformerEncoderForQuestionAnswering,
@@ -753,4 +844,9 @@ AUTO_MAP = {"AutoConfig": "configuration_transformer_encoder.TransformerEncoderC
 for auto_class, model_class in HEADS.items():
     model_class.register_for_auto_class(auto_class)
 
-__all__ = ["HEADS", "TransformerEncoderPreTrainedModel", *(model_class.__name__ for model_class in HEADS.values())]
+__all__ = [
+    "HEADS",
+    "TransformerEncoderPreTrainedModel",
+    "TransformerEncoderForPreTrainingOutput",
+    *(model_class.__name__ for model_class in HEADS.values()),
+]

@@ -7,6 +7,7 @@ from helpers import padded_batch, tiny_config
 
 from transformer_encoder import (
     TransformerEncoderForMaskedLM,
+    TransformerEncoderForPreTraining,
     TransformerEncoderForQuestionAnswering,
     TransformerEncoderForSequenceClassification,
     TransformerEncoderForTokenClassification,
@@ -16,6 +17,7 @@ from transformer_encoder import (
 HEADS = [
     TransformerEncoderModel,
     TransformerEncoderForMaskedLM,
+    TransformerEncoderForPreTraining,
     TransformerEncoderForSequenceClassification,
     TransformerEncoderForTokenClassification,
     TransformerEncoderForQuestionAnswering,
@@ -26,6 +28,8 @@ def labels_for(model_class, input_ids, num_labels=3):
     batch, seq = input_ids.shape
     if model_class is TransformerEncoderForMaskedLM:
         return {"labels": torch.where(torch.rand(batch, seq) < 0.3, input_ids, -100)}
+    if model_class is TransformerEncoderForPreTraining:
+        return {"labels": torch.randint(0, 2, (batch, seq))}
     if model_class is TransformerEncoderForSequenceClassification:
         return {"labels": torch.randint(0, num_labels, (batch,))}
     if model_class is TransformerEncoderForTokenClassification:
@@ -50,6 +54,7 @@ def test_heads_shapes_and_tuple_outputs(model_class):
     expected = {
         TransformerEncoderModel: ("last_hidden_state", (batch, seq, 32)),
         TransformerEncoderForMaskedLM: ("logits", (batch, seq, 99)),
+        TransformerEncoderForPreTraining: ("logits", (batch, seq)),
         TransformerEncoderForSequenceClassification: ("logits", (batch, 3)),
         TransformerEncoderForTokenClassification: ("logits", (batch, seq, 3)),
         TransformerEncoderForQuestionAnswering: ("start_logits", (batch, seq)),

@@ -17,6 +17,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForPreTraining,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -24,6 +25,7 @@ from transformers import (
 
 from transformer_encoder import (
     TransformerEncoderForMaskedLM,
+    TransformerEncoderForPreTraining,
     TransformerEncoderForQuestionAnswering,
     TransformerEncoderForSequenceClassification,
     TransformerEncoderForTokenClassification,
@@ -33,6 +35,7 @@ from transformer_encoder import (
 AUTO_CLASSES = {
     AutoModel: TransformerEncoderModel,
     AutoModelForMaskedLM: TransformerEncoderForMaskedLM,
+    AutoModelForPreTraining: TransformerEncoderForPreTraining,
     AutoModelForSequenceClassification: TransformerEncoderForSequenceClassification,
     AutoModelForTokenClassification: TransformerEncoderForTokenClassification,
     AutoModelForQuestionAnswering: TransformerEncoderForQuestionAnswering,

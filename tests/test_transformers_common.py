@@ -13,6 +13,7 @@ import transformers_harness
 from transformer_encoder import (
     TransformerEncoderConfig,
     TransformerEncoderForMaskedLM,
+    TransformerEncoderForPreTraining,
     TransformerEncoderForQuestionAnswering,
     TransformerEncoderForSequenceClassification,
     TransformerEncoderForTokenClassification,
@@ -31,6 +32,7 @@ ConfigTester = test_configuration_common.ConfigTester
 
 HEADS_WITH_LABELS = (
     TransformerEncoderForMaskedLM,
+    TransformerEncoderForPreTraining,
     TransformerEncoderForSequenceClassification,
     TransformerEncoderForTokenClassification,
     TransformerEncoderForQuestionAnswering,
@@ -74,6 +76,7 @@ class TransformerEncoderCommonTest(ModelTesterMixin, unittest.TestCase):
     all_model_classes = (
         TransformerEncoderModel,
         TransformerEncoderForMaskedLM,
+        TransformerEncoderForPreTraining,
         TransformerEncoderForSequenceClassification,
         TransformerEncoderForTokenClassification,
         TransformerEncoderForQuestionAnswering,
@@ -95,7 +98,7 @@ class TransformerEncoderCommonTest(ModelTesterMixin, unittest.TestCase):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
         if return_labels:
             batch, seq = self.model_tester.batch_size, self.model_tester.seq_length
-            if model_class is TransformerEncoderForMaskedLM:
+            if model_class in (TransformerEncoderForMaskedLM, TransformerEncoderForPreTraining):
                 inputs_dict["labels"] = torch.zeros(batch, seq, dtype=torch.long)
             elif model_class is TransformerEncoderForSequenceClassification:
                 inputs_dict["labels"] = torch.zeros(batch, dtype=torch.long)
