@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from datasets import Dataset
 from helpers import padded_batch
 from safetensors.torch import load_file, save_file
 from transformers import (
@@ -44,7 +45,7 @@ AUTO = {
 
 def save_source(folder, model):
     model.save_pretrained(folder)
-    train_tokenizer(iter([["the cat sat on the mat"] * 10]), "wordpiece", 60, 32).save_pretrained(folder)
+    train_tokenizer(Dataset.from_dict({"text": ["the cat sat on the mat"] * 10}), "text", "wordpiece", 60, 32).save_pretrained(folder)
     return folder
 
 

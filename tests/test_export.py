@@ -8,6 +8,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from datasets import Dataset
 from helpers import padded_batch, tiny_config
 
 from transformer_encoder import TransformerEncoderForTokenClassification, TransformerEncoderModel
@@ -36,7 +37,7 @@ def checkpoint(request, tmp_path_factory):
     config = tiny_config(num_labels=3, type_vocab_size=2, position_embedding_type="learned", vocab_size=60)
     model = model_class(config).eval()
     model.save_pretrained(folder)
-    tokenizer = bert_tokenizer() if tokenizer == "bert" else train_tokenizer(iter([TEXTS * 5]), "wordpiece", 60, 32)
+    tokenizer = bert_tokenizer() if tokenizer == "bert" else train_tokenizer(Dataset.from_dict({"text": TEXTS * 5}), "text", "wordpiece", 60, 32)
     tokenizer.save_pretrained(folder)
     return folder, model, "token_type_ids" in tokenizer.model_input_names
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
@@ -64,7 +65,7 @@ FILLER = "the cat sat on the mat and then the dog ran under a big tree"
 @pytest.fixture(scope="module")
 def tokenizer():
     words = FILLER.split() + ["who", "what", "number", "is", "answer", "zebra", "42", "seven"]
-    return train_tokenizer(iter([[" ".join(words)] * 20]), "wordpiece", 200, 64)
+    return train_tokenizer(Dataset.from_dict({"text": [" ".join(words)] * 20}), "text", "wordpiece", 200, 64)
 
 
 def test_windows_overlap_and_place_the_answer_in_the_window_that_holds_it(tokenizer):
@@ -155,7 +156,7 @@ def qa_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("qa")
     validation = [r for r in rows if int(r["id"][1:].split("-")[0]) % 5 == 0]
     train = [r for r in rows if int(r["id"][1:].split("-")[0]) % 5 != 0]
-    tokenizer = train_tokenizer(iter([[r["context"] for r in rows] + [NUMBER_QUESTION, QUOTE_QUESTION]]), "wordpiece", 2000, 96)
+    tokenizer = train_tokenizer(Dataset.from_dict({"text": [r["context"] for r in rows] + [NUMBER_QUESTION, QUOTE_QUESTION]}), "text", "wordpiece", 2000, 96)
     tokenizer.save_pretrained(folder / "tokenizer")
     return write_jsonl(folder / "train.jsonl", train), write_jsonl(folder / "validation.jsonl", validation), folder / "tokenizer"
 

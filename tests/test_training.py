@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 import torch
+from datasets import Dataset, DatasetDict
 from helpers import commit_into
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, pipeline
@@ -249,7 +250,7 @@ def test_sentence_pair_regression_on_real_stsb(tmp_path, segmented):
 def tiny_tokenizer():
     from transformer_encoder.training.tokenizer import train_tokenizer
 
-    return train_tokenizer(iter([[" ".join(WORDS)] * 10]), "wordpiece", 100, 64)
+    return train_tokenizer(Dataset.from_dict({"text": [" ".join(WORDS)] * 10}), "text", "wordpiece", 100, 64)
 
 
 @pytest.mark.parametrize("segments", [2, 0])
@@ -290,8 +291,6 @@ def test_pair_columns_are_found_as_run_glue_finds_them(columns, options, expecte
     from argparse import Namespace
 
     from accelerate import PartialState
-    from datasets import Dataset, DatasetDict
-
     from transformer_encoder.training.tasks.sequence_classification import TASK
 
     PartialState()  # the task logs through accelerate
@@ -666,8 +665,6 @@ def test_push_to_hub_uploads_model_tokenizer_code_and_card_only(tmp_path, pretra
 
 
 def test_masking_follows_the_80_10_10_rule_and_is_seeded_per_block():
-    from datasets import Dataset
-
     from transformer_encoder.training.tasks.mlm import SeededMaskingCollator
     from transformer_encoder.training.tokenizer import train_tokenizer
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from datasets import Dataset
 from helpers import tiny_config
 
 from transformer_encoder import TransformerEncoderForMaskedLM
@@ -20,7 +21,7 @@ TEXT = "the cat sat on the mat"
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("viz")
-    tokenizer = train_tokenizer(iter([[TEXT, "a dog ran under the tree"] * 20]), "wordpiece", 60, 32)
+    tokenizer = train_tokenizer(Dataset.from_dict({"text": [TEXT, "a dog ran under the tree"] * 20}), "text", "wordpiece", 60, 32)
     model = TransformerEncoderForMaskedLM(tiny_config(vocab_size=len(tokenizer)))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
