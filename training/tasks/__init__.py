@@ -1,11 +1,11 @@
 """The training tasks, one module each. To add one: a module with a `Task` subclass (see `base.py`) and its
 `TASK` object, listed here; the command line, `--help`, the loop and the model card pick it up."""
 
-from . import mlm, sequence_classification, token_classification
+from . import mlm, rtd, sequence_classification, token_classification
 from .base import Task, TaskData
 
 TASKS: dict[str, Task] = {
-    module.TASK.name: module.TASK for module in (mlm, sequence_classification, token_classification)
+    module.TASK.name: module.TASK for module in (mlm, rtd, sequence_classification, token_classification)
 }
 
 __all__ = ["TASKS", "Task", "TaskData"]
