@@ -516,12 +516,12 @@ def test_the_registry_is_what_the_cli_offers():
 
     from transformer_encoder.training.tasks import TASKS
 
-    assert {"mlm", "sequence-classification", "token-classification"} <= set(TASKS)
+    assert {"mlm", "rtd", "sequence-classification", "token-classification"} <= set(TASKS)
     result = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "--help"], capture_output=True, text=True)
     usage = result.stdout.splitlines()[0]
     for name, task in TASKS.items():
         assert task.name == name and name in usage
-        assert task.auto_class.__name__.startswith("AutoModelFor") and task.pipeline_tag and task.metric
+        assert task.auto_class.__name__.startswith("AutoModelFor") and task.metric and all(task.card_tags())
         group = argparse.ArgumentParser().add_argument_group("probe")
         task.add_arguments(group)
         if group._group_actions:

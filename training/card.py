@@ -11,7 +11,7 @@ def write_model_card(path, task, args, columns: dict, metrics: dict, settings: d
     if headline is not None:
         eval_results = [
             EvalResult(
-                task_type=task.pipeline_tag,
+                task_type=task.pipeline_tag or task.name,
                 task_name=task.title,
                 dataset_type=args.dataset_name or "local",
                 dataset_name=args.dataset_label,
@@ -38,10 +38,7 @@ A Transformer encoder (*Attention Is All You Need*) trained with
 
 ## Use
 
-```python
-from transformers import pipeline
-pipe = pipeline("{task.pipeline_tag}", model="{model_name}", trust_remote_code=True)
-```
+{task.card_usage(model_name)}
 
 The folder holds its own model code, so `trust_remote_code=True` loads it without installing the package
 (the code needs transformers >= 5).

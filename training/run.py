@@ -81,7 +81,7 @@ def train(args, argv: list[str] | None = None):
     tokenizer = load_or_train_tokenizer(args, task, raw, accelerator, resume_from)
     match_segment_inputs(tokenizer, starting_config(args))
     data = task.prepare(args, raw, tokenizer, accelerator)
-    model = build_model(args, task, tokenizer, data)
+    model = task.training_model(build_model(args, task, tokenizer, data), args, tokenizer)
     exported_config = apply_config(model.config, task.training_overrides(model.config))
 
     # Loaders draw their seeds from their own generator, not the global RNG that dropout uses: a resumed run then
@@ -334,12 +334,13 @@ def train_step(accelerator, model, optimizer, scheduler, task, window, max_grad_
 
     Where the task counts its items (tokens, labels), each micro-batch's summed loss is divided by the items of the
     whole step on all processes (accelerate's recipe for variable-size batches): times the number of processes,
-    because DDP averages gradients over processes. Otherwise each micro-batch's mean loss counts 1/len(window).
-    Gradients are reduced across processes once, on the window's last backward pass."""
+    because DDP averages gradients over processes; a loss of several terms has a count for each (a vector).
+    Otherwise each micro-batch's mean loss counts 1/len(window). Gradients are reduced across processes once, on
+    the window's last backward pass."""
     counts = [task.loss_items(batch) for batch in window]
     normalisation = {}
     if counts[0] is not None:
-        global_items = accelerator.reduce(torch.stack(counts).sum().to(accelerator.device).float(), "sum")
+        global_items = accelerator.reduce(torch.stack(counts).sum(0).to(accelerator.device).float(), "sum")
         normalisation["num_items_in_batch"] = global_items / accelerator.num_processes
     step_loss = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(window):

@@ -31,7 +31,7 @@ class TaskData:
 class Task:
     name: str  # on the command line
     auto_class: type  # the AutoModelFor… class of its head
-    pipeline_tag: str  # the Hub's task: model card metadata and `pipeline(...)`
+    pipeline_tag: str | None  # the Hub's task: model card metadata and `pipeline(...)`; None where there is none
     title: str  # for people, in the model card
     metric: str  # the headline metric of the model card
     card_metrics: tuple[str, ...] = ()  # metrics the model card lists
@@ -55,13 +55,20 @@ class Task:
         """Config values of the head (labels, problem type), given to `from_pretrained` / the config."""
         return {}
 
+    def training_model(self, model, args, tokenizer) -> torch.nn.Module:
+        """The module the loop trains, built around the model the options named (loaded or created as
+        `auto_class`). It has the model's `config` and a `save_pretrained(folder, is_main_process, state_dict)`
+        that writes what the run exports. Default: the model itself."""
+        return model
+
     def training_overrides(self, config) -> dict:
         """Config values that hold while training only; the exported model keeps its own."""
         return {}
 
     def loss_items(self, batch: dict) -> torch.Tensor | None:
         """How many items the summed loss of this micro-batch covers, for normalising a step's loss over the whole
-        global batch; None when the model's loss is a plain mean (regression)."""
+        global batch; None when the model's loss is a plain mean (regression). A vector where the loss has several
+        terms, each with its own count: the model gets the global vector as `num_items_in_batch`."""
         return None
 
     def evaluate(self, accelerator, model, loader, data: TaskData) -> dict:
@@ -69,6 +76,13 @@ class Task:
 
     def card_tags(self) -> list[str]:
         return [self.pipeline_tag]
+
+    def card_usage(self, model_name: str) -> str:
+        """The model card's "Use" section."""
+        return f"""```python
+from transformers import pipeline
+pipe = pipeline("{self.pipeline_tag}", model="{model_name}", trust_remote_code=True)
+```"""
 
 
 def starting_config(args):

@@ -25,7 +25,9 @@ class MaskedLanguageModeling(Task):
     pretraining = True
 
     def add_arguments(self, group):
-        group.add_argument("--mlm_probability", type=open_unit_interval, default=0.15, help="share of tokens masked")
+        group.add_argument(
+            "--mlm_probability", type=open_unit_interval, default=0.15, help="share of tokens masked (mlm and rtd)"
+        )
 
     def prepare(self, args, raw, tokenizer, accelerator) -> TaskData:
         text_column = pick_column(raw["train"], args.text_column_name, self.text_columns, "--text_column_name")
@@ -33,11 +35,14 @@ class MaskedLanguageModeling(Task):
         return TaskData(
             train=packed["train"],
             validation=packed.get("validation"),
-            collator=SeededMaskingCollator(tokenizer, args.mlm_probability, args.seed),
+            collator=self.collator(tokenizer, args, args.seed),
             # Evaluation masks the same tokens every time, so that eval losses are comparable across steps.
-            eval_collator=SeededMaskingCollator(tokenizer, args.mlm_probability, args.seed + 1),
+            eval_collator=self.collator(tokenizer, args, args.seed + 1),
             columns={"text": text_column},
         )
+
+    def collator(self, tokenizer, args, seed: int):
+        return SeededMaskingCollator(tokenizer, args.mlm_probability, seed)
 
     def training_overrides(self, config) -> dict:
         # Training needs logits at the masked tokens only: the cheaper LM head.
@@ -99,10 +104,11 @@ def _number(batch, indices):
 class SeededMaskingCollator:
     """BERT's dynamic masking (DataCollatorForLanguageModeling: 15 % of tokens; of those 80 % [MASK], 10 % a random
     token, 10 % unchanged), with the random draws seeded by (seed, epoch, block number). Every block is then masked
-    the same way whatever the number of processes or where a run resumed, so those runs end with equal weights."""
+    the same way whatever the number of processes or where a run resumed, so those runs end with equal weights.
+    `masking` takes DataCollatorForLanguageModeling's other shares (`mask_replace_prob`, `random_replace_prob`)."""
 
-    def __init__(self, tokenizer, mlm_probability: float, seed: int):
-        self.masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
+    def __init__(self, tokenizer, mlm_probability: float, seed: int, **masking):
+        self.masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, **masking)
         self.tokenizer = tokenizer
         self.seed = seed
         self.epoch = 0
@@ -111,17 +117,18 @@ class SeededMaskingCollator:
         self.epoch = epoch
 
     def __call__(self, examples):
-        input_ids, labels = [], []
-        for example in examples:
-            ids = torch.tensor([example["input_ids"]])
-            special = torch.tensor([self.tokenizer.get_special_tokens_mask(ids[0].tolist(), already_has_special_tokens=True)])
-            self.masker.generator = torch.Generator().manual_seed(
-                (self.seed * 1_000_003 + self.epoch * 7_919 + int(example["example_id"])) % 2**63
-            )
-            masked, target = self.masker.torch_mask_tokens(ids, special_tokens_mask=special)
-            input_ids.append(masked[0])
-            labels.append(target[0])
-        return {"input_ids": torch.stack(input_ids), "labels": torch.stack(labels)}
+        rows = [self.mask_block(example) for example in examples]
+        return {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+
+    def mask_block(self, example) -> dict:
+        """One block masked with its own generator, seeded by (seed, epoch, block number)."""
+        ids = torch.tensor([example["input_ids"]])
+        special = torch.tensor([self.tokenizer.get_special_tokens_mask(ids[0].tolist(), already_has_special_tokens=True)])
+        self.masker.generator = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + self.epoch * 7_919 + int(example["example_id"])) % 2**63
+        )
+        masked, target = self.masker.torch_mask_tokens(ids, special_tokens_mask=special)
+        return {"input_ids": masked[0], "labels": target[0]}
 
 
 TASK = MaskedLanguageModeling()
