@@ -16,7 +16,6 @@ from test_training import (
     EXACT,
     TINY_MODEL,
     TWO_PROCESSES,
-    WORDS,
     card_settings,
     cli,
     corpus,  # noqa: F401  (a fixture)
@@ -24,6 +23,7 @@ from test_training import (
     max_difference,
     run_main,  # noqa: F401  (a fixture)
     sentiment_csv,
+    tiny_tokenizer,
 )
 from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification, pipeline
 
@@ -39,7 +39,6 @@ from transformer_encoder.training.tasks.rtd import (
     generator_config,
     sample_tokens,
 )
-from transformer_encoder.training.tokenizer import train_tokenizer
 
 MASK = 98  # the [MASK] id of the hand-made batches (any id works for the model)
 
@@ -194,7 +193,7 @@ def test_the_loss_is_generator_mlm_plus_lambda_times_rtd():
 
 
 def test_the_masks_are_electras_and_the_uniforms_are_seeded_per_block():
-    tokenizer = train_tokenizer(iter([[" ".join(WORDS)] * 10]), "wordpiece", 100, 64)
+    tokenizer = tiny_tokenizer()
     rng = random.Random(0)
     blocks = [{"input_ids": [tokenizer.cls_token_id] + [rng.randrange(5, len(tokenizer)) for _ in range(62)]
                + [tokenizer.sep_token_id], "example_id": i} for i in range(300)]
