@@ -41,7 +41,7 @@ class Task:
 # The budgets: about 1 epoch of SST-2, 4 of STS-B and 2 of CoNLL-2003; a few minutes each for a d-256 model on 2 cores.
 TASKS = {
     "sst2": Task("sequence-classification", "sst2/train.csv", "sst2/validation.csv", "accuracy", 2000, 64, 1e-4),
-    "stsb": Task("sequence-classification", "stsb/train.csv", "stsb/validation.csv", "spearman", 500, 128, 1e-4),
+    "stsb": Task("sequence-classification", "stsb/train.csv", "stsb/validation.csv", "spearmanr", 500, 128, 1e-4),
     "conll2003": Task(
         "token-classification", "conll2003/train.jsonl", "conll2003/validation.jsonl", "f1", 900, 128, 1e-4
     ),

@@ -35,7 +35,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("tasks", [["sst2", "conll2003"]])
+@pytest.mark.parametrize("tasks", [["stsb", "conll2003"]])
 def test_each_task_reports_its_runs_own_score(checkpoint, tmp_path, tasks, capsys):
     out = tmp_path / "down"
     extra = ["--max_train_samples", "64", "--max_eval_samples", "48", "--per_device_eval_batch_size", "16"]
@@ -48,7 +48,7 @@ def test_each_task_reports_its_runs_own_score(checkpoint, tmp_path, tasks, capsy
         task = downstream.TASKS[row["task"]]
         results = json.loads((out / row["task"] / "all_results.json").read_text())
         assert row["score"] == results[task.metric]
-        assert 0.0 <= row["score"] <= 1.0
+        assert -1.0 <= row["score"] <= 1.0
         assert row["steps"] == results["train_steps"] == 3
         HEADS[task.cli_task].from_pretrained(out / row["task"])  # the fine-tuned model loads with its head
     table = (out / "downstream.md").read_text().splitlines()

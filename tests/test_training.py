@@ -688,3 +688,40 @@ def test_masking_follows_the_80_10_10_rule_and_is_seeded_per_block():
     torch.testing.assert_close(alone["input_ids"][0], batch["input_ids"][7])
     collator.epoch = 1
     assert not torch.equal(collator([blocks[7]])["labels"][0], batch["labels"][7])
+
+
+@pytest.mark.parametrize(
+    "task, native, environment, options, expected",
+    [
+        ("mlm", True, {}, [], "bf16"),
+        ("rtd", True, {}, [], "bf16"),
+        ("mlm", False, {}, [], None),
+        ("mlm", True, {"ACCELERATE_MIXED_PRECISION": "no"}, [], None),  # accelerate launch / config decides
+        ("mlm", True, {}, ["--mixed_precision", "no"], "no"),
+        ("sequence-classification", True, {}, ["--model_name_or_path", "x"], None),
+    ],
+)
+def test_pretraining_uses_bf16_where_the_cpu_computes_it_natively(task, native, environment, options, expected):
+    from transformer_encoder.training import arguments
+
+    with (
+        mock.patch.object(arguments, "cpu_computes_bf16", return_value=native),
+        mock.patch.object(arguments.torch.cuda, "is_available", return_value=False),
+        mock.patch.dict(os.environ, environment),
+    ):
+        if "ACCELERATE_MIXED_PRECISION" not in environment:
+            os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+        args = arguments.parse_args([task, "--output_dir", "unused", *options])
+    assert args.mixed_precision == expected
+    if task == "mlm" and not options and not environment:
+        assert ("natively" in args.precision_note) if native else ("no native bf16" in args.precision_note)
+
+
+def test_the_log_says_which_precision_the_cpu_chose(corpus, tmp_path):
+    from transformer_encoder.quantization import cpu_computes_bf16
+
+    result = cli("mlm", "--train_file", corpus, "--output_dir", tmp_path / "out", "--max_train_steps", 1, *TINY_MODEL)
+    note = "Precision: bf16 autocast" if cpu_computes_bf16() else "Precision: fp32: this CPU has no native bf16"
+    assert note in result.stdout + result.stderr
+    settings = card_settings(tmp_path / "out")
+    assert settings["mixed_precision"] == ("bf16" if cpu_computes_bf16() else "no")

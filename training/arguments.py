@@ -7,11 +7,14 @@ overlap. The same options can come from a JSON or YAML file given in place of th
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
+from ..quantization import cpu_computes_bf16
 from . import data
 from .errors import UsageError
 from .option_types import (
@@ -181,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--mixed_precision",
         choices=("no", "fp16", "bf16"),
-        help="defaults to what `accelerate launch`/`accelerate config` says (bf16 is the one that runs on CPU)",
+        help="defaults to what `accelerate launch`/`accelerate config` says; with neither, pretraining on a CPU "
+        "that computes bf16 natively (AVX512-BF16, AMX) uses bf16, and fp32 elsewhere",
     )
     group.add_argument("--seed", type=non_negative_int, default=42, help="seeds weights, shuffling, masking, dropout")
     group.add_argument(
@@ -246,6 +250,20 @@ def resolve_defaults(args):
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.dataset_label = data.EMBEDDED_CORPUS if args.builtin_corpus else (args.dataset_name or args.train_file)
+    args.precision_note = None
+    if args.mixed_precision is None:
+        args.mixed_precision, args.precision_note = default_precision(task)
+
+
+def default_precision(task) -> tuple[str | None, str | None]:
+    """Pretraining on a CPU that computes bf16 natively runs under bf16 autocast: about twice the steps in the same
+    minutes. Detected, never assumed; a precision set by `accelerate launch` / `accelerate config` is left to
+    accelerate, and so is any machine with a GPU."""
+    if not task.pretraining or "ACCELERATE_MIXED_PRECISION" in os.environ or torch.cuda.is_available():
+        return None, None
+    if cpu_computes_bf16():
+        return "bf16", "bf16 autocast: this CPU computes bf16 natively (AVX512-BF16 or AMX)"
+    return None, "fp32: this CPU has no native bf16 (neither AVX512-BF16 nor AMX), where bf16 would run slower"
 
 
 def check(args, task):

@@ -72,6 +72,8 @@ def train(args, argv: list[str] | None = None):
     # Every check that can refuse the run happens on every process before anything is written: the output folder
     # stays as it was until the data, tokenizer and model have all been accepted.
     check_launch(accelerator)
+    if args.precision_note:
+        accelerator.print(f"Precision: {args.precision_note}.")
     resume_from = resolve_resume(args)
     check_output_dir(args)
     accelerator.wait_for_everyone()
