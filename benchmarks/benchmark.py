@@ -195,13 +195,15 @@ def parameters(model) -> int:
 def sentence_lengths(tokenizer_vocab: int, data: Path) -> list[int]:
     """Token counts of the SST-2 and CoNLL-2003 dev sentences, tokenized by a WordPiece tokenizer trained on their
     training text (the Hub's tokenizers are out of reach here), with [CLS] and [SEP]."""
+    from datasets import Dataset
+
     from transformer_encoder.training.tokenizer import train_tokenizer
 
     sst2 = [row["sentence"] for row in csv.DictReader((data / "sst2" / "validation.csv").open())]
     conll = [" ".join(json.loads(line)["tokens"]) for line in (data / "conll2003" / "validation.jsonl").open()]
     corpus = [row["sentence"] for row in csv.DictReader((data / "sst2" / "train.csv").open())]
     corpus += [" ".join(json.loads(line)["tokens"]) for line in (data / "conll2003" / "train.jsonl").open()]
-    tokenizer = train_tokenizer(iter([corpus]), "wordpiece", tokenizer_vocab, 512)
+    tokenizer = train_tokenizer(Dataset.from_dict({"text": corpus}), "text", "wordpiece", tokenizer_vocab, 512)
     return [len(ids) for ids in tokenizer(sst2 + conll, truncation=True, max_length=128)["input_ids"]]
 
 
