@@ -127,6 +127,7 @@ def main(argv=None):
     (output_dir / "downstream.json").write_text(json.dumps(report, indent=2))
     (output_dir / "downstream.md").write_text(markdown([report]))
     print(markdown([report]), end="")
+    return report
 
 
 if __name__ == "__main__":
