@@ -139,9 +139,11 @@ def test_sdpa_matches_eager(position, act, norm_first, padding):
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_both_ways_of_attending_over_real_tokens_match_eager(monkeypatch, each_sequence, position, norm_first):
     """The real tokens are gathered once for the whole stack; attention then runs sequence by sequence (CPU) or on
-    the tokens re-padded (a GPU's large batches, forced here on CPU). Both against eager, with a fully padded row."""
+    the tokens re-padded (a GPU's large batches, forced here on CPU). Both against eager, with a fully padded row
+    and a left-padded one."""
     config = tiny_config(position_embedding_type=position, hidden_act="swiglu", norm_first=norm_first)
     input_ids, attention_mask = padded_batch(lengths=(9, 5, 0, 2))
+    attention_mask[1] = attention_mask[1].flip(0)
     model = TransformerEncoderModel(config).eval()
     with torch.no_grad():
         model.set_attn_implementation("eager")
