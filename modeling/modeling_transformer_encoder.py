@@ -276,8 +276,8 @@ class TransformerEncoderAttention(nn.Module):
 
     def attend_each_sequence(self, q, k, v, position_embeddings, real_positions: RealTokenPositions) -> torch.Tensor:
         """Attention within each row's real tokens, by torch's SDPA kernel, one call per row: with no padding there
-        is no mask, and no work on queries or keys that are not there. q, k, v: (n_tokens, d_model) → (n_tokens,
-        d_model)."""
+        is no mask, and no work on queries or keys that are not there. Inference only (no dropout). q, k, v:
+        (n_tokens, d_model) → (n_tokens, d_model)."""
 
         def split_heads(x):  # (n_tokens, d_model) → (1, h, n_tokens, d_k): the real tokens as one long sequence
             return x.view(1, -1, self.num_heads, self.d_k).transpose(1, 2)
@@ -287,10 +287,9 @@ class TransformerEncoderAttention(nn.Module):
             cos, sin = (real_positions.unpad(t)[None] for t in position_embeddings)  # (1, n_tokens, d_k)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         output = q.new_empty(q.shape[2], self.num_heads, self.d_k)  # (n_tokens, h, d_k)
-        dropout = self.dropout if self.training else 0.0
         for rows in real_positions.sequences:
             head_outputs = nn.functional.scaled_dot_product_attention(
-                q[:, :, rows], k[:, :, rows], v[:, :, rows], dropout_p=dropout, scale=self.scaling
+                q[:, :, rows], k[:, :, rows], v[:, :, rows], scale=self.scaling
             )  # (1, h, length, d_k)
             output[rows] = head_outputs[0].transpose(0, 1)
         return output.flatten(1)  # Concat(head_1, …, head_h)
