@@ -192,6 +192,14 @@ def parameters(model) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+SENTENCE_FILES = ("sst2/validation.csv", "conll2003/validation.jsonl", "sst2/train.csv", "conll2003/train.jsonl")
+
+
+def missing_sentence_file(data: Path) -> Path | None:
+    """The first file the sentence-batch workload reads that `data` lacks, if any."""
+    return next((data / name for name in SENTENCE_FILES if not (data / name).is_file()), None)
+
+
 def sentence_lengths(tokenizer_vocab: int, data: Path) -> list[int]:
     """Token counts of the SST-2 and CoNLL-2003 dev sentences, tokenized by a WordPiece tokenizer trained on their
     training text (the Hub's tokenizers are out of reach here), with [CLS] and [SEP]."""
@@ -362,15 +370,16 @@ def _status_kib(field: str) -> int:
 def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
     size = SIZES[size_name]
     rows = []
-    workloads = {
-        "fixed": fixed_batches(size["vocab"], device, args.batch, args.seq, n=args.fixed_batches),
-        "variable": variable_batches(sentence_lengths(size["vocab"], Path(args.data)), size["vocab"], device,
-                                     batch_size=args.variable_batch_size),
-        "train": fixed_batches(size["vocab"], device, args.batch, args.seq, n=1),
+    workloads = {  # made when asked for: the sentence batches train a tokenizer first
+        "fixed": lambda: fixed_batches(size["vocab"], device, args.batch, args.seq, n=args.fixed_batches),
+        "variable": lambda: variable_batches(sentence_lengths(size["vocab"], Path(args.data)), size["vocab"], device,
+                                             batch_size=args.variable_batch_size),
+        "train": lambda: fixed_batches(size["vocab"], device, args.batch, args.seq, n=1),
     }
-    for workload, batches in workloads.items():
+    for workload, make_batches in workloads.items():
         if workload not in args.workloads:
             continue
+        batches = make_batches()
         mlm = workload == "train"
         factories = contenders(size, args.seq, mlm, device)
         models = {name: factory() for name, factory in factories.items()}
@@ -431,7 +440,7 @@ def write_report(rows, args, device, dtype, matmul_rate, stem: Path, machine=Non
             f"{row['tokens_per_s']:,.0f} ({row['min']:,.0f}–{row['max']:,.0f}) | {ours_rate / row['tokens_per_s']:.2f} | "
             f"{row['mfu']:.1%} | {'' if peak is None else f'{peak:,.0f}'} |"
         )
-    lines += serving_summary(rows, titles)
+    lines += serving_summary(rows, titles, dtype)
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     saved = {"machine": machine, "torch": torch_version, "dtype": str(dtype), "matmul_rate": matmul_rate,
              "batch": args.batch, "seq": args.seq, "variable_batch_size": args.variable_batch_size, "rows": rows}
@@ -440,21 +449,31 @@ def write_report(rows, args, device, dtype, matmul_rate, stem: Path, machine=Non
     print("\n".join(lines))
 
 
+def dtype_label(dtype) -> str:
+    """fp32, bf16 or fp16 for a torch.dtype, or for its name as the results JSON keeps it ("torch.bfloat16")."""
+    name = str(dtype).removeprefix("torch.")
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name)
+
+
 def padding_free_ceiling(row) -> float:
     """Padded positions ÷ real tokens: the most a padding-free model can gain over a padded peer of the same work."""
     return 1 / (1 - row["padding_share"])
 
 
-def serving_summary(rows, titles) -> list[str]:
-    """The ratios the serving goals name, for every size and inference workload measured."""
+def serving_summary(rows, titles, dtype) -> list[str]:
+    """The ratios the serving goals name, for every size and inference workload measured; our float rows are
+    named by the run's dtype."""
+    ours_float = f"ours {dtype_label(dtype)}"
+
     def rate(size, workload, contender):
         return next((r["tokens_per_s"] for r in rows if (r["size"], r["workload"], r["contender"]) ==
                      (size, workload, contender)), None)
 
     pairs = [("ours (sdpa)", "BERT (sdpa)"), ("ours (sdpa)", "ONNX Runtime fp32 (BERT)"),
              ("ours (int8)", "ONNX Runtime int8 (BERT)"), ("ours (int8)", "ours (sdpa)")]
-    lines = ["", "| size | workload | padding-free ceiling | ours fp32 / BERT sdpa (share of the ceiling) | "
-             "ours fp32 / ORT fp32 | ours int8 / ORT int8 | ours int8 / ours fp32 |", "|---|---|---|---|---|---|---|"]
+    lines = ["", f"| size | workload | padding-free ceiling | {ours_float} / BERT sdpa (share of the ceiling) | "
+             f"{ours_float} / ORT fp32 | ours int8 / ORT int8 | ours int8 / {ours_float} |",
+             "|---|---|---|---|---|---|---|"]
     for size, workload in dict.fromkeys((r["size"], r["workload"]) for r in rows if r["workload"] != "train"):
         first = next(r for r in rows if (r["size"], r["workload"]) == (size, workload))
         ceiling = padding_free_ceiling(first)
@@ -534,6 +553,10 @@ def main():
         device = "cuda" if "cuda" in Path(args.report_from).name else "cpu"
         return write_report(saved["rows"], args, device, saved["dtype"], saved["matmul_rate"],
                             Path(args.report_from).with_suffix(""), saved["machine"], saved["torch"])
+    missing = missing_sentence_file(Path(args.data)) if "variable" in args.workloads else None
+    if missing is not None:
+        sys.exit(f"benchmark.py: the sentence-batch workload reads {missing}, which is missing (set --data, or leave "
+                 "out `variable` from --workloads).")
     device = args.device
     dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
     torch.manual_seed(0)

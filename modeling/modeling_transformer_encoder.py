@@ -19,6 +19,7 @@ it loads with `trust_remote_code=True` where this package is not installed: it i
 and its sibling configuration file.
 """
 
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -142,13 +143,21 @@ GPU_UNPAD_MIN_POSITIONS = 8192  # batch × sequence positions below which a GPU 
 
 
 class RealTokenPositions:
-    """Where the real (non-padding) tokens of a padded (batch, seq) batch are. Position-wise work (every linear map,
-    activation and layer norm) then runs on the real tokens alone, as a (n_tokens, …) tensor; only attention needs
-    them back in place. On sentence-length data most of a padded batch is padding, so this saves most of the work."""
+    """Where the real (non-padding) tokens of a padded (batch, seq) batch are. They are gathered once, before the first
+    block, into a (n_tokens, …) tensor; every linear map, activation and layer norm runs on them alone, and they are
+    scattered back once, after the last block. On sentence-length data most of a padded batch is padding, so this
+    saves most of the work.
 
-    def __init__(self, attention_mask: torch.Tensor):
+    Only attention looks across positions. With `each_sequence` (CPU inference) it runs sequence by sequence on each
+    row's real tokens, which lie side by side in the (n_tokens, …) tensor: no padding and no mask at all. Otherwise
+    attention sees the tokens re-padded into their (batch, seq) places: on a GPU a call per sequence would cost a
+    kernel launch each."""
+
+    def __init__(self, attention_mask: torch.Tensor, each_sequence: bool):
         self.shape = tuple(attention_mask.shape)
         self.indices = attention_mask.flatten().nonzero().squeeze(-1)  # flat positions of the real tokens
+        # Each row's real tokens, as a run of rows of the (n_tokens, …) tensor; None where attention re-pads.
+        self.sequences = _runs(attention_mask.sum(-1).tolist()) if each_sequence else None
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, …) → (n_tokens, …)
         return x.flatten(0, 1)[self.indices]
@@ -157,6 +166,12 @@ class RealTokenPositions:
         """(n_tokens, …) → (batch, seq, …), padding positions taken from `fill` (zeros by default)."""
         padded = fill.flatten(0, 1) if fill is not None else x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
         return padded.index_copy(0, self.indices, x).view(*self.shape, *x.shape[1:])
+
+
+def _runs(lengths: list[int]) -> list[slice]:
+    """Consecutive runs of the given lengths: [2, 3] → [slice(0, 2), slice(2, 5)]."""
+    ends = list(itertools.accumulate(lengths))
+    return [slice(end - length, end) for length, end in zip(lengths, ends)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -225,16 +240,18 @@ class TransformerEncoderAttention(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states: (batch, seq, d_model), or with `real_positions` the real tokens only, (n_tokens, d_model):
-        the projections then skip padding, and attention sees the tokens back in their (batch, seq) places."""
+        the projections then skip padding, and attention sees each sequence's real tokens (see RealTokenPositions)."""
+        q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        if real_positions is not None and real_positions.sequences is not None:
+            return self.out_proj(self.attend_each_sequence(q, k, v, position_embeddings, real_positions)), None
+
         batch, seq = real_positions.shape if real_positions is not None else hidden_states.shape[:2]
 
         def split_heads(x):  # (batch, seq, d_model) → (batch, h, seq, d_k)
             x = real_positions.pad(x) if real_positions is not None else x
             return x.view(batch, seq, self.num_heads, self.d_k).transpose(1, 2)
 
-        q = split_heads(self.q_proj(hidden_states))
-        k = split_heads(self.k_proj(hidden_states))
-        v = split_heads(self.v_proj(hidden_states))
+        q, k, v = split_heads(q), split_heads(k), split_heads(v)
         if position_embeddings is not None:  # rotary positions act on queries and keys only
             cos, sin = position_embeddings
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -256,6 +273,26 @@ class TransformerEncoderAttention(nn.Module):
         if real_positions is not None:
             output = real_positions.unpad(output)
         return self.out_proj(output), weights
+
+    def attend_each_sequence(self, q, k, v, position_embeddings, real_positions: RealTokenPositions) -> torch.Tensor:
+        """Attention within each row's real tokens, by torch's SDPA kernel, one call per row: with no padding there
+        is no mask, and no work on queries or keys that are not there. Inference only (no dropout). q, k, v:
+        (n_tokens, d_model) → (n_tokens, d_model)."""
+
+        def split_heads(x):  # (n_tokens, d_model) → (1, h, n_tokens, d_k): the real tokens as one long sequence
+            return x.view(1, -1, self.num_heads, self.d_k).transpose(1, 2)
+
+        q, k, v = split_heads(q), split_heads(k), split_heads(v)
+        if position_embeddings is not None:
+            cos, sin = (real_positions.unpad(t)[None] for t in position_embeddings)  # (1, n_tokens, d_k)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        output = q.new_empty(q.shape[2], self.num_heads, self.d_k)  # (n_tokens, h, d_k)
+        for rows in real_positions.sequences:
+            head_outputs = nn.functional.scaled_dot_product_attention(
+                q[:, :, rows], k[:, :, rows], v[:, :, rows], scale=self.scaling
+            )  # (1, h, length, d_k)
+            output[rows] = head_outputs[0].transpose(0, 1)
+        return output.flatten(1)  # Concat(head_1, …, head_h)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -313,16 +350,13 @@ class TransformerEncoderLayer(GradientCheckpointingLayer):
         real_positions: RealTokenPositions | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        """(batch, seq, d_model) in and out; with `real_positions`, the block computes on the real tokens only and
-        the padding positions pass through unchanged."""
+        """(batch, seq, d_model) in and out, or with `real_positions` (n_tokens, d_model): the real tokens only."""
 
         def self_attention(x):
             return self.attention(x, attention_mask, position_embeddings, real_positions, **kwargs)[0]
 
-        x = real_positions.unpad(hidden_states) if real_positions is not None else hidden_states
-        x = self.residual(x, self_attention, self.attention_norm)
-        x = self.residual(x, self.feed_forward, self.feed_forward_norm)
-        return real_positions.pad(x, fill=hidden_states) if real_positions is not None else x
+        x = self.residual(hidden_states, self_attention, self.attention_norm)
+        return self.residual(x, self.feed_forward, self.feed_forward_norm)
 
 
 class TransformerEncoderPooler(nn.Module):
@@ -429,35 +463,52 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             # A row with no real token has no key to attend to: softmax over nothing is NaN. Such a row attends to
             # all its positions instead, so its (meaningless, padding) outputs stay finite.
             attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
-        real_positions = self._real_positions(attention_mask)
+        recording = kwargs.get("output_hidden_states", self.config.output_hidden_states)  # as capture_outputs reads it
+        real_positions = self._real_positions(attention_mask, recording)
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
 
+        embeddings = hidden_states
+        if real_positions is not None:  # the real tokens, gathered once for the whole stack: (n_tokens, d_model)
+            hidden_states = real_positions.unpad(hidden_states)
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask, position_embeddings, real_positions, **kwargs)
+        if real_positions is not None:
+            # Scattered back once. The padding positions keep their embeddings: they mean nothing, but losses that
+            # read every position (extractive QA's) see what they saw before the blocks skipped padding.
+            hidden_states = real_positions.pad(hidden_states, fill=embeddings)
         if self.final_norm is not None:
             hidden_states = self.final_norm(hidden_states)
 
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
 
-    def _real_positions(self, attention_mask: torch.Tensor | None) -> RealTokenPositions | None:
+    def _real_positions(
+        self, attention_mask: torch.Tensor | None, recording_hidden_states: bool = False
+    ) -> RealTokenPositions | None:
         """Skip the padding in the fast paths: not in eager (the reference, computed as the equations say), not
         under torch.compile, torch.export or ONNX export (the number of real tokens would be a data-dependent
-        shape, or a constant baked into the graph), not without padding, and not for small batches on a GPU, whose
-        time goes to launching kernels, which the gathers add to (measured: benchmarks/results/results-cuda*.md)."""
+        shape, or a constant baked into the graph), not without padding, not when every block's hidden states are
+        recorded (users get them as (batch, seq, d_model) tensors), and not for small batches on a GPU, whose time
+        goes to launching kernels, which the gathers add to (measured: benchmarks/results/results-cuda*.md)."""
         if (
             attention_mask is None
             or attention_mask.dim() != 2
             or self.config._attn_implementation == "eager"
             or torch.compiler.is_compiling()
             or torch.onnx.is_in_onnx_export()
+            or recording_hidden_states
             or (attention_mask.is_cuda and attention_mask.numel() < GPU_UNPAD_MIN_POSITIONS)
             or attention_mask.bool().all()
         ):
             return None
-        return RealTokenPositions(attention_mask)
+        # Attention sequence by sequence is torch's SDPA kernel on CPU (see RealTokenPositions), in inference: a
+        # training step keeps one kernel call per block, which draws its attention dropout as it always has.
+        each_sequence = (
+            attention_mask.device.type == "cpu" and self.config._attn_implementation == "sdpa" and not self.training
+        )
+        return RealTokenPositions(attention_mask, each_sequence)
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         """Shape and range errors, raised before any kernel runs (an out-of-range id is a device-side assert on

@@ -8,7 +8,7 @@ import torch
 from helpers import padded_batch, tiny_config
 
 from transformer_encoder import TransformerEncoderModel
-from transformer_encoder.modeling.modeling_transformer_encoder import TransformerEncoderAttention
+from transformer_encoder.modeling.modeling_transformer_encoder import RealTokenPositions, TransformerEncoderAttention
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -132,6 +132,49 @@ def test_sdpa_matches_eager(position, act, norm_first, padding):
     outputs = outputs_by_implementation(config, ["eager", "sdpa"], input_ids, attention_mask if padding else None)
     real = attention_mask.bool()
     torch.testing.assert_close(outputs["sdpa"][real], outputs["eager"][real], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("each_sequence", [True, False], ids=["each-sequence", "re-padded"])
+@pytest.mark.parametrize("position", ["sinusoidal", "rotary"])
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_both_ways_of_attending_over_real_tokens_match_eager(monkeypatch, each_sequence, position, norm_first):
+    """The real tokens are gathered once for the whole stack; attention then runs sequence by sequence (CPU) or on
+    the tokens re-padded (a GPU's large batches, forced here on CPU). Both against eager, with a fully padded row
+    and a left-padded one."""
+    config = tiny_config(position_embedding_type=position, hidden_act="swiglu", norm_first=norm_first)
+    input_ids, attention_mask = padded_batch(lengths=(9, 5, 0, 2))
+    attention_mask[1] = attention_mask[1].flip(0)
+    model = TransformerEncoderModel(config).eval()
+    with torch.no_grad():
+        model.set_attn_implementation("eager")
+        expected = model(input_ids, attention_mask=attention_mask).last_hidden_state
+        model.set_attn_implementation("sdpa")
+        made = []
+
+        def real_positions(mask, recording_hidden_states):
+            made.append(RealTokenPositions(mask, each_sequence))
+            return made[-1]
+
+        monkeypatch.setattr(model, "_real_positions", real_positions)
+        got = model(input_ids, attention_mask=attention_mask).last_hidden_state
+    assert len(made) == 1 and (made[0].sequences is not None) == each_sequence
+    assert torch.isfinite(got).all()
+    real = attention_mask.bool()
+    real[2] = True  # the fully padded row attends to all its positions: its outputs are defined, and compared
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-5, atol=1e-5)
+
+
+def test_recorded_hidden_states_keep_the_batch_shape():
+    """Recording every block's output keeps the padding, so that each is (batch, seq, d_model) as users expect."""
+    config = tiny_config()
+    model = TransformerEncoderModel(config).eval()
+    input_ids, attention_mask = padded_batch(lengths=(7, 4))
+    with torch.no_grad():
+        out = model(input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        plain = model(input_ids, attention_mask=attention_mask)
+    assert [tuple(h.shape) for h in out.hidden_states] == [(2, 7, config.hidden_size)] * (config.num_hidden_layers + 1)
+    real = attention_mask.bool()
+    torch.testing.assert_close(out.last_hidden_state[real], plain.last_hidden_state[real], rtol=1e-5, atol=1e-5)
 
 
 def test_flex_attention_matches_eager():

@@ -1,0 +1,48 @@
+"""benchmarks/benchmark.py end to end at the tiny size, one round: it runs, and writes the files and keys the README's
+tables are made from."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = ROOT / "benchmarks" / "benchmark.py"
+DATA = ROOT.parent / "shared" / "data"
+SMALL = ["--sizes", "tiny", "--rounds", "1", "--batch", "2", "--seq", "16", "--fixed_batches", "1",
+         "--variable_batch_size", "2"]  # fmt: skip
+
+
+@pytest.mark.skipif(not (DATA / "README.md").is_file(), reason="no ../shared/data here")
+def test_one_round_writes_the_table_the_numbers_and_the_chart(tmp_path):
+    command = [sys.executable, BENCHMARK, *SMALL, "--workloads", "fixed", "variable", "--out", tmp_path]
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    saved = json.loads((tmp_path / "results-cpu.json").read_text())
+    assert {"machine", "torch", "dtype", "matmul_rate", "rows"} <= saved.keys()
+    assert {(row["workload"], row["contender"]) for row in saved["rows"]} >= {
+        ("fixed", "ours (sdpa)"), ("variable", "ours (sdpa)"), ("variable", "BERT (sdpa)"), ("variable", "ours (int8)")
+    }
+    for row in saved["rows"]:
+        assert row["tokens_per_s"] > 0 and {"min", "max", "mfu", "padding_share", "parameters"} <= row.keys()
+    table = (tmp_path / "results-cpu.md").read_text()
+    assert "ours fp32 / BERT sdpa" in table and "padding-free ceiling" in table
+    assert (tmp_path / "results-cpu.png").stat().st_size > 0
+
+    # the summary names our float rows by the run's dtype (bf16 on a GPU), here redrawn from the saved numbers
+    redrawn = tmp_path / "bf16" / "results-cpu.json"
+    redrawn.parent.mkdir()
+    redrawn.write_text(json.dumps({**saved, "dtype": "torch.bfloat16"}))
+    subprocess.run([sys.executable, BENCHMARK, "--report_from", redrawn], check=True, capture_output=True, cwd=ROOT)
+    table = redrawn.with_suffix(".md").read_text()
+    assert "ours bf16 / BERT sdpa" in table and "ours fp32" not in table
+
+
+def test_missing_sentence_data_is_named_in_one_line(tmp_path):
+    command = [sys.executable, BENCHMARK, *SMALL, "--workloads", "variable", "--data", tmp_path, "--out", tmp_path]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"benchmark.py: the sentence-batch workload reads "
+                                                             f"{tmp_path / 'sst2' / 'validation.csv'}, which is missing")
+    assert "Traceback" not in result.stderr
