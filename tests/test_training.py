@@ -110,6 +110,17 @@ def test_mlm_from_yaml_options_with_bpe_bf16_and_tensorboard(tmp_path, corpus):
     assert losses[0]["learning_rate"] == pytest.approx(5e-4)  # inverse_sqrt: the peak at the end of warmup
 
 
+def test_the_recipe_file_is_one_option_away(tmp_path):
+    """recipes/modern.yaml sets the modern architecture (a YAML `true` for a valued option included); options after
+    the file win over it."""
+    from transformer_encoder.training.arguments import parse_args
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "modern.yaml"
+    args = parse_args([str(recipe), "--output_dir", str(tmp_path / "out"), "--num_hidden_layers", "2"])
+    assert (args.task, args.hidden_act, args.position_embedding_type, args.norm_first) == ("mlm", "geglu", "rotary", True)
+    assert (args.hidden_size, args.num_hidden_layers, args.learning_rate) == (256, 2, 5e-4)
+
+
 TWO_PROCESSES = dict(
     launcher=[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--main_process_port", "0", "-m"],

@@ -296,8 +296,9 @@ def _options_from_file(path: Path, parser: argparse.ArgumentParser) -> list[str]
         parser.error(f"{path} must hold a mapping with a `task` key and options, e.g. task: mlm")
     argv = [str(options.pop("task"))]
     for key, value in options.items():
-        if value is True:
+        action = parser._option_string_actions.get(f"--{key}")
+        if value is True and action is not None and action.nargs == 0:  # a flag such as --streaming
             argv.append(f"--{key}")
-        elif value not in (None, False):
-            argv += [f"--{key}", str(value)]
+        elif value is not None and not (value is False and action is not None and action.nargs == 0):
+            argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return argv
