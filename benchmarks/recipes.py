@@ -17,6 +17,7 @@ and its fine-tuned models under `<output_dir>/<recipe>/downstream/`.
 """
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -58,8 +59,6 @@ PROBE_STEPS = 30
 
 def pretraining_text(data: Path, out: Path) -> Path:
     """WikiText-2 test.txt, then the SST-2 train sentences, one a line: unlabelled text for pretraining."""
-    import csv
-
     path = out / "pretraining.txt"
     if not path.is_file():
         lines = (data / "wikitext-2" / "test.txt").read_text(encoding="utf-8").splitlines()
@@ -152,7 +151,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, help="pretraining steps for every recipe instead of --minutes (tests)")
     parser.add_argument("--downstream_steps", type=int, help="override downstream.py's budgets (tests)")
     parser.add_argument("--data", type=Path, default=downstream.DATA)
-    args, args.passthrough = parser.parse_known_args(argv)
+    args, passthrough = parser.parse_known_args(argv)
+    args.passthrough = passthrough  # options for every pretraining run
     if not (args.data / "README.md").is_file():
         parser.error(f"no shared data folder at {args.data}: pass --data")
 

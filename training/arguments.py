@@ -297,8 +297,11 @@ def _options_from_file(path: Path, parser: argparse.ArgumentParser) -> list[str]
     argv = [str(options.pop("task"))]
     for key, value in options.items():
         action = parser._option_string_actions.get(f"--{key}")
-        if value is True and action is not None and action.nargs == 0:  # a flag such as --streaming
+        is_flag = action is not None and action.nargs == 0  # such as --streaming
+        if value is None or (is_flag and value is False):
+            continue
+        if is_flag and value is True:
             argv.append(f"--{key}")
-        elif value is not None and not (value is False and action is not None and action.nargs == 0):
+        else:  # a YAML true/false for an option that takes a value (norm_first: true) is passed as that value
             argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return argv
