@@ -139,6 +139,7 @@ class OnnxRuntimeModel(nn.Module):
             quantize_onnx(path, path.with_name("model_quantized.onnx"))
             path = path.with_name("model_quantized.onnx")
         self.session = onnx_session(path, threads=torch.get_num_threads())
+        self.own_dtype = torch.float32  # the graph's own precision, whatever the run's dtype
 
     def forward(self, input_ids, attention_mask):
         return self.session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
@@ -148,11 +149,13 @@ def ours_int8(size, max_len):
     model = ours(size, max_len).eval()
     quantized = quantize_int8(model)
     quantized.counted_parameters = parameters(model)
+    quantized.own_dtype = torch.float32  # int8 weights, fp32 activations, whatever the run's dtype
     return quantized
 
 
-def contenders(size, max_len, mlm, device="cpu"):
-    """name → model factory; the names are the table's rows."""
+def contenders(size, max_len, mlm, device="cpu", dtype=torch.float32):
+    """name → model factory; the names are the table's rows. The CPU serving anchors keep their own precision
+    (`own_dtype`) in a bf16 run, which then also times ours in fp32."""
     found = {
         "ours (sdpa)": lambda: ours(size, max_len, mlm),
         "BERT (sdpa)": lambda: bert(size, max_len, mlm),
@@ -166,7 +169,14 @@ def contenders(size, max_len, mlm, device="cpu"):
         found["ours (int8)"] = lambda: ours_int8(size, max_len)
         found["ONNX Runtime fp32 (BERT)"] = lambda: OnnxRuntimeModel(bert(size, max_len))
         found["ONNX Runtime int8 (BERT)"] = lambda: OnnxRuntimeModel(bert(size, max_len), int8=True)
+        if dtype != torch.float32:
+            found["ours (sdpa, fp32)"] = lambda: in_own_dtype(ours(size, max_len), torch.float32)
     return found
+
+
+def in_own_dtype(model, dtype):
+    model.own_dtype = dtype
+    return model
 
 
 def ours_dense(size, max_len):
@@ -275,7 +285,7 @@ def make_runner(name, model, workload, batches, device, dtype):
 
         return run
 
-    model.to(dtype).eval()
+    model.to(getattr(model, "own_dtype", dtype)).eval()
 
     def run():
         with torch.inference_mode():
@@ -381,7 +391,7 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
             continue
         batches = make_batches()
         mlm = workload == "train"
-        factories = contenders(size, args.seq, mlm, device)
+        factories = contenders(size, args.seq, mlm, device, dtype)
         models = {name: factory() for name, factory in factories.items()}
         counts = {name: parameters(m) for name, m in models.items()}
         reference = counts["BERT (sdpa)"]

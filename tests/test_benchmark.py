@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "benchmarks" / "benchmark.py"
@@ -46,3 +47,22 @@ def test_missing_sentence_data_is_named_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"benchmark.py: the sentence-batch workload reads "
                                                              f"{tmp_path / 'sst2' / 'validation.csv'}, which is missing")
     assert "Traceback" not in result.stderr
+
+
+def test_a_bf16_run_keeps_the_serving_anchors_at_their_own_precision():
+    """In a bf16 CPU run our model runs in bf16, while int8, ONNX Runtime and an added fp32 row of ours keep theirs
+    (casting a quantized model to bf16 was a dtype error inside torch)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", BENCHMARK)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    size = dict(hidden=32, layers=1, heads=2, ffn=64, vocab=100)
+    batches = benchmark.fixed_batches(size["vocab"], "cpu", 2, 8)
+    factories = benchmark.contenders(size, 8, mlm=False, device="cpu", dtype=torch.bfloat16)
+    assert "ours (sdpa, fp32)" in factories and "ours (sdpa, fp32)" not in benchmark.contenders(size, 8, mlm=False)
+    models = {name: factories[name]() for name in ("ours (sdpa)", "ours (sdpa, fp32)", "ours (int8)")}
+    for name, model in models.items():
+        benchmark.make_runner(name, model, "fixed", batches, "cpu", torch.bfloat16)()
+    assert models["ours (sdpa)"].embeddings.token_embeddings.weight.dtype == torch.bfloat16
+    assert models["ours (sdpa, fp32)"].embeddings.token_embeddings.weight.dtype == torch.float32
