@@ -202,12 +202,23 @@ def parameters(model) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-SENTENCE_FILES = ("sst2/validation.csv", "conll2003/validation.jsonl", "sst2/train.csv", "conll2003/train.jsonl")
+def sst2_sentences(path: Path) -> list[str]:
+    return [row["sentence"] for row in csv.DictReader(path.open())]
+
+
+def conll_sentences(path: Path) -> list[str]:
+    return [" ".join(json.loads(line)["tokens"]) for line in path.open()]
+
+
+# The files the sentence-batch workload reads, and how: the dev sentences are timed, the train text trains the
+# tokenizer that counts their tokens.
+TIMED_SENTENCES = {"sst2/validation.csv": sst2_sentences, "conll2003/validation.jsonl": conll_sentences}
+TOKENIZER_TEXT = {"sst2/train.csv": sst2_sentences, "conll2003/train.jsonl": conll_sentences}
 
 
 def missing_sentence_file(data: Path) -> Path | None:
     """The first file the sentence-batch workload reads that `data` lacks, if any."""
-    return next((data / name for name in SENTENCE_FILES if not (data / name).is_file()), None)
+    return next((data / name for name in (*TIMED_SENTENCES, *TOKENIZER_TEXT) if not (data / name).is_file()), None)
 
 
 def sentence_lengths(tokenizer_vocab: int, data: Path) -> list[int]:
@@ -217,12 +228,12 @@ def sentence_lengths(tokenizer_vocab: int, data: Path) -> list[int]:
 
     from transformer_encoder.training.tokenizer import train_tokenizer
 
-    sst2 = [row["sentence"] for row in csv.DictReader((data / "sst2" / "validation.csv").open())]
-    conll = [" ".join(json.loads(line)["tokens"]) for line in (data / "conll2003" / "validation.jsonl").open()]
-    corpus = [row["sentence"] for row in csv.DictReader((data / "sst2" / "train.csv").open())]
-    corpus += [" ".join(json.loads(line)["tokens"]) for line in (data / "conll2003" / "train.jsonl").open()]
-    tokenizer = train_tokenizer(Dataset.from_dict({"text": corpus}), "text", "wordpiece", tokenizer_vocab, 512)
-    return [len(ids) for ids in tokenizer(sst2 + conll, truncation=True, max_length=128)["input_ids"]]
+    def read(files):
+        return [sentence for name, reader in files.items() for sentence in reader(data / name)]
+
+    corpus = Dataset.from_dict({"text": read(TOKENIZER_TEXT)})
+    tokenizer = train_tokenizer(corpus, "text", "wordpiece", tokenizer_vocab, 512)
+    return [len(ids) for ids in tokenizer(read(TIMED_SENTENCES), truncation=True, max_length=128)["input_ids"]]
 
 
 def variable_batches(lengths, vocab, device, n_batches=16, batch_size=16, seed=0):

@@ -465,9 +465,12 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
         recording = kwargs.get("output_hidden_states", self.config.output_hidden_states)  # as capture_outputs reads it
         real_positions = self._real_positions(attention_mask, recording)
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
-        )
+        if real_positions is not None and real_positions.sequences is not None:
+            attention_mask = None  # attention runs on each sequence's real tokens alone: there is nothing to mask
+        else:
+            attention_mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+            )
 
         embeddings = hidden_states
         if real_positions is not None:  # the real tokens, gathered once for the whole stack: (n_tokens, d_model)
