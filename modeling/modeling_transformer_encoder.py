@@ -64,14 +64,14 @@ def sinusoidal_position_encoding(position_ids: torch.Tensor, d_model: int, dtype
     """PE(pos, 2i) = sin(pos / 10000^(2i / d_model)),  PE(pos, 2i + 1) = cos(pos / 10000^(2i / d_model)).
 
     Computed from the positions rather than read from a table, so there is no length limit and no buffer to
-    restore on load. Returns (batch, seq, d_model).
+    restore on load. Returns (batch or 1, seq, d_model), as position_ids is (batch or 1, seq).
     """
     angles = _angles(position_ids, d_model, 10000.0, dtype)  # (batch, seq, d_model / 2)
     return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2).to(dtype)  # sin, cos, sin, cos, …
 
 
 def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos and sin of the rotary angles pos · θ^(-2i / d_k) (Su et al., 2021), each (batch, seq, d_k)."""
+    """cos and sin of the rotary angles pos · θ^(-2i / d_k) (Su et al., 2021), each (batch or 1, seq, d_k)."""
     angles = _angles(position_ids, head_dim, theta, dtype)  # (batch, seq, d_k / 2)
     angles = torch.cat((angles, angles), dim=-1)  # (batch, seq, d_k): dimension i pairs with i + d_k / 2
     return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -284,7 +284,7 @@ class TransformerEncoderAttention(nn.Module):
 
         q, k, v = split_heads(q), split_heads(k), split_heads(v)
         if position_embeddings is not None:
-            cos, sin = (real_positions.unpad(t)[None] for t in position_embeddings)  # (1, n_tokens, d_k)
+            cos, sin = (real_positions.unpad(t.expand(*real_positions.shape, -1))[None] for t in position_embeddings)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         output = q.new_empty(q.shape[2], self.num_heads, self.d_k)  # (n_tokens, h, d_k)
         for rows in real_positions.sequences:
@@ -447,10 +447,10 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
         inputs_embeds (`torch.Tensor` of shape `(batch, seq, hidden_size)`): token embeddings, instead of input_ids.
         """
         self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        batch, seq = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        seq = input_ids.shape[1] if input_ids is not None else inputs_embeds.shape[1]
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        if position_ids is None:
-            position_ids = torch.arange(seq, device=device).expand(batch, seq)
+        if position_ids is None:  # (1, seq): the positions are looked up or computed once and broadcast over the batch
+            position_ids = torch.arange(seq, device=device)[None]
 
         hidden_states = self.embeddings(input_ids, inputs_embeds, position_ids, token_type_ids)
         position_embeddings = None
