@@ -277,14 +277,15 @@ class TransformerEncoderAttention(nn.Module):
     def attend_each_sequence(self, q, k, v, position_embeddings, real_positions: RealTokenPositions) -> torch.Tensor:
         """Attention within each row's real tokens, by torch's SDPA kernel, one call per row: with no padding there
         is no mask, and no work on queries or keys that are not there. Inference only (no dropout). q, k, v:
-        (n_tokens, d_model) → (n_tokens, d_model)."""
+        (n_tokens, d_model) → (n_tokens, d_model); the rotary cos and sin come gathered at the real tokens too,
+        (n_tokens, d_k), once for every block."""
 
         def split_heads(x):  # (n_tokens, d_model) → (1, h, n_tokens, d_k): the real tokens as one long sequence
             return x.view(1, -1, self.num_heads, self.d_k).transpose(1, 2)
 
         q, k, v = split_heads(q), split_heads(k), split_heads(v)
         if position_embeddings is not None:
-            cos, sin = (real_positions.unpad(t.expand(*real_positions.shape, -1))[None] for t in position_embeddings)
+            cos, sin = (t[None] for t in position_embeddings)  # (1, n_tokens, d_k)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         output = q.new_empty(q.shape[2], self.num_heads, self.d_k)  # (n_tokens, h, d_k)
         for rows in real_positions.sequences:
@@ -467,6 +468,10 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
         real_positions = self._real_positions(attention_mask, recording)
         if real_positions is not None and real_positions.sequences is not None:
             attention_mask = None  # attention runs on each sequence's real tokens alone: there is nothing to mask
+            if position_embeddings is not None:  # the real tokens' rotary angles, gathered once for every block
+                position_embeddings = tuple(
+                    real_positions.unpad(t.expand(*real_positions.shape, -1)) for t in position_embeddings
+                )
         else:
             attention_mask = create_bidirectional_mask(
                 config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
