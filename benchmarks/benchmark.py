@@ -145,12 +145,17 @@ class OnnxRuntimeModel(nn.Module):
         return self.session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
 
 
+def in_own_dtype(model, dtype):
+    """Mark a contender that runs at `dtype` whatever the run's dtype (see make_runner)."""
+    model.own_dtype = dtype
+    return model
+
+
 def ours_int8(size, max_len):
     model = ours(size, max_len).eval()
     quantized = quantize_int8(model)
     quantized.counted_parameters = parameters(model)
-    quantized.own_dtype = torch.float32  # int8 weights, fp32 activations, whatever the run's dtype
-    return quantized
+    return in_own_dtype(quantized, torch.float32)  # int8 weights, fp32 activations
 
 
 def contenders(size, max_len, mlm, device="cpu", dtype=torch.float32):
@@ -172,11 +177,6 @@ def contenders(size, max_len, mlm, device="cpu", dtype=torch.float32):
         if dtype != torch.float32:
             found["ours (sdpa, fp32)"] = lambda: in_own_dtype(ours(size, max_len), torch.float32)
     return found
-
-
-def in_own_dtype(model, dtype):
-    model.own_dtype = dtype
-    return model
 
 
 def ours_dense(size, max_len):
