@@ -19,7 +19,6 @@ it loads with `trust_remote_code=True` where this package is not installed: it i
 and its sibling configuration file.
 """
 
-import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -156,8 +155,9 @@ class RealTokenPositions:
     def __init__(self, attention_mask: torch.Tensor, each_sequence: bool):
         self.shape = tuple(attention_mask.shape)
         self.indices = attention_mask.flatten().nonzero().squeeze(-1)  # flat positions of the real tokens
-        # Each row's real tokens, as a run of rows of the (n_tokens, …) tensor; None where attention re-pads.
-        self.sequences = _runs(attention_mask.sum(-1).tolist()) if each_sequence else None
+        # How many real tokens each row has, in order: each row's tokens are the next run of rows of the
+        # (n_tokens, …) tensor. None where attention re-pads.
+        self.sequences = attention_mask.sum(-1).tolist() if each_sequence else None
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, …) → (n_tokens, …)
         return x.flatten(0, 1)[self.indices]
@@ -167,11 +167,6 @@ class RealTokenPositions:
         padded = fill.flatten(0, 1) if fill is not None else x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
         return padded.index_copy(0, self.indices, x).view(*self.shape, *x.shape[1:])
 
-
-def _runs(lengths: list[int]) -> list[slice]:
-    """Consecutive runs of the given lengths: [2, 3] → [slice(0, 2), slice(2, 5)]."""
-    ends = list(itertools.accumulate(lengths))
-    return [slice(end - length, end) for length, end in zip(lengths, ends)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -287,13 +282,12 @@ class TransformerEncoderAttention(nn.Module):
         if position_embeddings is not None:
             cos, sin = (t[None] for t in position_embeddings)  # (1, n_tokens, d_k)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        output = q.new_empty(q.shape[2], self.num_heads, self.d_k)  # (n_tokens, h, d_k)
-        for rows in real_positions.sequences:
-            head_outputs = nn.functional.scaled_dot_product_attention(
-                q[:, :, rows], k[:, :, rows], v[:, :, rows], scale=self.scaling
-            )  # (1, h, length, d_k)
-            output[rows] = head_outputs[0].transpose(0, 1)
-        return output.flatten(1)  # Concat(head_1, …, head_h)
+        lengths = real_positions.sequences
+        outputs = [
+            nn.functional.scaled_dot_product_attention(q_i, k_i, v_i, scale=self.scaling)[0].transpose(0, 1)
+            for q_i, k_i, v_i in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
+        ]  # each (length, h, d_k)
+        return torch.cat(outputs).flatten(1)  # (n_tokens, h · d_k): Concat(head_1, …, head_h)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
