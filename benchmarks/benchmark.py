@@ -41,6 +41,7 @@ SIZES = {
     "tiny": dict(hidden=256, layers=4, heads=4, ffn=1024, vocab=8192),
     "base": dict(hidden=768, layers=12, heads=12, ffn=3072, vocab=30522),
 }
+SETTLE_SECONDS = 0.1  # pause before each timed run (see time_alternating)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout; --data moves it
 
 
@@ -326,8 +327,14 @@ def time_alternating(runners: dict, rounds: int, device) -> dict[str, list[float
         run()
         run()
     seconds = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
+    names = list(runners)
+    for round_ in range(rounds):
+        # A contender can leave the CPU busy after it returns: ONNX Runtime's threads keep spinning, which cost the
+        # contender run next ~15 % on 2 cores (benchmarks/results/order-effect-2026-11-28/). So each run starts after
+        # a pause, and the order reverses every round, so that no contender always runs after the same one.
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            run = runners[name]
+            time.sleep(SETTLE_SECONDS)
             synchronize(device)
             start = time.perf_counter()
             run()

@@ -49,14 +49,20 @@ def test_missing_sentence_data_is_named_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_bf16_run_keeps_the_serving_anchors_at_their_own_precision():
-    """In a bf16 CPU run our model runs in bf16, while int8, ONNX Runtime and an added fp32 row of ours keep theirs
-    (casting a quantized model to bf16 was a dtype error inside torch)."""
+@pytest.fixture(scope="module")
+def benchmark():
+    """benchmarks/benchmark.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("benchmark", BENCHMARK)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_bf16_run_keeps_the_serving_anchors_at_their_own_precision(benchmark):
+    """In a bf16 CPU run our model runs in bf16, while int8, ONNX Runtime and an added fp32 row of ours keep theirs
+    (casting a quantized model to bf16 was a dtype error inside torch)."""
     size = dict(hidden=32, layers=1, heads=2, ffn=64, vocab=100)
     batches = benchmark.fixed_batches(size["vocab"], "cpu", 2, 8)
     factories = benchmark.contenders(size, 8, mlm=False, device="cpu", dtype=torch.bfloat16)
@@ -66,3 +72,17 @@ def test_a_bf16_run_keeps_the_serving_anchors_at_their_own_precision():
         benchmark.make_runner(name, model, "fixed", batches, "cpu", torch.bfloat16)()
     assert models["ours (sdpa)"].embeddings.token_embeddings.weight.dtype == torch.bfloat16
     assert models["ours (sdpa, fp32)"].embeddings.token_embeddings.weight.dtype == torch.float32
+
+
+def test_rounds_pause_before_each_run_and_reverse_the_order(benchmark, monkeypatch):
+    """No contender always runs right after the same other one (ONNX Runtime's spinning threads slowed whichever
+    came next), and each timed run starts after a pause."""
+    events = []
+    monkeypatch.setattr(benchmark.time, "sleep", lambda seconds: events.append(("pause", seconds)))
+    runners = {name: (lambda name=name: events.append(name)) for name in "abc"}
+    seconds = benchmark.time_alternating(runners, rounds=3, device="cpu")
+    assert events[:6] == list("aabbcc")  # two warm-up runs each, untimed
+    pause = ("pause", benchmark.SETTLE_SECONDS)
+    assert events[6:] == [pause, "a", pause, "b", pause, "c"] + [pause, "c", pause, "b", pause, "a"] + [
+        pause, "a", pause, "b", pause, "c"]  # fmt: skip
+    assert benchmark.SETTLE_SECONDS > 0 and {name: len(times) for name, times in seconds.items()} == dict.fromkeys("abc", 3)
