@@ -155,9 +155,9 @@ class RealTokenPositions:
     def __init__(self, attention_mask: torch.Tensor, each_sequence: bool):
         self.shape = tuple(attention_mask.shape)
         self.indices = attention_mask.flatten().nonzero().squeeze(-1)  # flat positions of the real tokens
-        # How many real tokens each row has, in order: each row's tokens are the next run of rows of the
-        # (n_tokens, …) tensor. None where attention re-pads.
-        self.sequences = attention_mask.sum(-1).tolist() if each_sequence else None
+        # Each row's number of real tokens: its tokens are the next run of that many rows of the (n_tokens, …)
+        # tensor. None where attention re-pads.
+        self.lengths = attention_mask.sum(-1).tolist() if each_sequence else None
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, …) → (n_tokens, …)
         return x.flatten(0, 1)[self.indices]
@@ -236,7 +236,7 @@ class TransformerEncoderAttention(nn.Module):
         """hidden_states: (batch, seq, d_model), or with `real_positions` the real tokens only, (n_tokens, d_model):
         the projections then skip padding, and attention sees each sequence's real tokens (see RealTokenPositions)."""
         q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-        if real_positions is not None and real_positions.sequences is not None:
+        if real_positions is not None and real_positions.lengths is not None:
             return self.out_proj(self.attend_each_sequence(q, k, v, position_embeddings, real_positions)), None
 
         batch, seq = real_positions.shape if real_positions is not None else hidden_states.shape[:2]
@@ -281,7 +281,7 @@ class TransformerEncoderAttention(nn.Module):
         if position_embeddings is not None:
             cos, sin = (t[None] for t in position_embeddings)  # (1, n_tokens, d_k)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        lengths = real_positions.sequences
+        lengths = real_positions.lengths
         outputs = [
             nn.functional.scaled_dot_product_attention(q_i, k_i, v_i, scale=self.scaling)[0].transpose(0, 1)
             for q_i, k_i, v_i in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
@@ -459,7 +459,7 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
         recording = kwargs.get("output_hidden_states", self.config.output_hidden_states)  # as capture_outputs reads it
         real_positions = self._real_positions(attention_mask, recording)
-        if real_positions is not None and real_positions.sequences is not None:
+        if real_positions is not None and real_positions.lengths is not None:
             attention_mask = None  # attention runs on each sequence's real tokens alone: there is nothing to mask
             if position_embeddings is not None:  # the real tokens' rotary angles, gathered once for every block
                 position_embeddings = tuple(
