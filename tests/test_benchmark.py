@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "benchmarks" / "benchmark.py"
@@ -51,13 +52,7 @@ def test_missing_sentence_data_is_named_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def benchmark():
-    """benchmarks/benchmark.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("benchmark")
 
 
 def test_a_bf16_run_keeps_the_serving_anchors_at_their_own_precision(benchmark):

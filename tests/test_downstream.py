@@ -1,21 +1,18 @@
 """benchmarks/downstream.py: a checkpoint fine-tuned on the local sets with the stated budgets, one row per task whose
 score is the fine-tuned run's own result."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("downstream", ROOT / "benchmarks" / "downstream.py")
-downstream = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(downstream)
+downstream = load_benchmark("downstream")
 
 pytestmark = pytest.mark.skipif(not (downstream.DATA / "README.md").is_file(), reason="no ../shared/data here")
 HEADS = {"sequence-classification": AutoModelForSequenceClassification, "token-classification": AutoModelForTokenClassification}

@@ -2,19 +2,16 @@
 same minutes, and its row holds its own pretraining and downstream results."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 from transformers import AutoConfig
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("recipes", ROOT / "benchmarks" / "recipes.py")
-recipes = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(recipes)
+recipes = load_benchmark("recipes")
 SHARED = recipes.downstream.DATA
 
 pytestmark = pytest.mark.skipif(not (SHARED / "README.md").is_file(), reason="no ../shared/data here")
