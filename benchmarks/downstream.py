@@ -64,16 +64,23 @@ def cli_arguments(task: Task, checkpoint: str, output_dir: Path, data: Path, max
     ]  # fmt: skip
 
 
+def run_training(arguments: list[str]) -> subprocess.CompletedProcess:
+    """`python -m transformer_encoder.training ARGUMENTS` in a process of its own, as a user runs it; its stderr is
+    kept for the error message."""
+    command = [sys.executable, "-m", "transformer_encoder.training", *arguments]
+    return subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def fine_tune(name: str, checkpoint: str, args, passthrough: list[str]) -> dict:
     task = TASKS[name]
     output_dir = Path(args.output_dir) / name
-    command = [sys.executable, "-m", "transformer_encoder.training"]
-    command += cli_arguments(task, checkpoint, output_dir, args.data, args.max_train_steps) + passthrough
+    arguments = cli_arguments(task, checkpoint, output_dir, args.data, args.max_train_steps) + passthrough
     if output_dir.exists():
-        command.append("--overwrite_output_dir")
-    print(f"[{name}] {' '.join(command[1:])}", flush=True)
+        arguments.append("--overwrite_output_dir")
+    command = " ".join(["python -m transformer_encoder.training", *arguments])
+    print(f"[{name}] {command}", flush=True)
     started = time.time()
-    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = run_training(arguments)
     wall = time.time() - started
     if result.returncode != 0:
         raise SystemExit(f"[{name}] the fine-tuning run failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
@@ -85,7 +92,7 @@ def fine_tune(name: str, checkpoint: str, args, passthrough: list[str]) -> dict:
         "steps": metrics["train_steps"],
         "wall_s": round(wall, 1),
         "metrics": metrics,
-        "command": " ".join(["python"] + command[1:]),
+        "command": command,
     }
     print(f"[{name}] {task.metric} {row['score']:.4f} after {row['steps']} steps, {wall:.0f} s", flush=True)
     return row

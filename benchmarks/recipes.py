@@ -19,7 +19,6 @@ and its fine-tuned models under `<output_dir>/<recipe>/downstream/`.
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -82,21 +81,21 @@ def shared_tokenizer(text: Path, out: Path) -> Path:
 
 
 def pretrain(recipe: Recipe, steps: int, output_dir: Path, text: Path, tokenizer: Path, args) -> dict:
-    command = [
-        sys.executable, "-m", "transformer_encoder.training", recipe.task, "--train_file", str(text),
+    arguments = [
+        recipe.task, "--train_file", str(text),
         "--validation_file", str(args.data / "wikitext-2" / "valid.txt"), "--tokenizer_name", str(tokenizer),
         "--output_dir", str(output_dir), "--overwrite_output_dir", "--max_train_steps", str(steps),
         "--num_warmup_steps", str(max(1, steps // 10)), *COMMON, *recipe.options, *args.passthrough,
     ]  # fmt: skip
     started = time.time()
-    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = downstream.run_training(arguments)
     if result.returncode != 0:
         raise SystemExit(f"pretraining failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     metrics = json.loads((output_dir / "all_results.json").read_text())
     return {
         "wall_s": round(time.time() - started, 1),
         "metrics": metrics,
-        "command": " ".join(["python", *command[1:]]),
+        "command": " ".join(["python -m transformer_encoder.training", *arguments]),
     }
 
 

@@ -1,6 +1,11 @@
-"""Tiny configs and inputs shared by the tests."""
+"""Tiny configs and inputs shared by the tests, and a command's `main` run in this process."""
 
+import contextlib
 import importlib.util
+import io
+import logging
+import os
+import subprocess
 from pathlib import Path
 from unittest import mock
 
@@ -54,3 +59,41 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_in_process(main, args, env=None) -> subprocess.CompletedProcess:
+    """`main(argv)` of a command line, run here as `python -m` would run it with `env` added, one thread
+    (OMP_NUM_THREADS=1) and offline: its exit code, stdout and stderr (log warnings included), as `subprocess.run`
+    returns them. A fresh interpreter spends ~10 s importing torch, transformers and datasets, and the CLI tests are
+    most of the suite; tests of the entry points themselves and of several processes still spawn one."""
+    from accelerate.state import AcceleratorState
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    warnings = logging.StreamHandler(err)
+    warnings.setLevel(logging.WARNING)
+    threads = torch.get_num_threads()
+    code = 0
+    environment = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    with mock.patch.dict(os.environ, environment), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        AcceleratorState._reset_state(True)  # each run builds its own Accelerator, as a new process would
+        logging.getLogger().addHandler(warnings)
+        torch.set_num_threads(1)
+        try:
+            main(argv)
+        except SystemExit as exit:  # as the interpreter treats it: None is 0, a message is printed and is 1
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+            if isinstance(exit.code, str):
+                err.write(exit.code + "\n")
+        finally:
+            torch.set_num_threads(threads)
+            logging.getLogger().removeHandler(warnings)
+            AcceleratorState._reset_state(True)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def train_in_process(arguments, env=None) -> subprocess.CompletedProcess:
+    """`python -m transformer_encoder.training ARGUMENTS`, run in this process (see `run_in_process`)."""
+    from transformer_encoder.training.run import main
+
+    return run_in_process(main, arguments, env)

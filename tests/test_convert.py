@@ -1,15 +1,15 @@
 """BERT-family checkpoints converted into ours: exact against transformers' own models, refusals that name the
 problem, and the proof on a real model none of us trained (sentence-transformers/all-MiniLM-L6-v2)."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 from datasets import Dataset
-from helpers import padded_batch
+from helpers import padded_batch, run_in_process
 from safetensors.torch import load_file, save_file
+from test_training import cli
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -29,6 +29,7 @@ from transformers import (
 
 import transformer_encoder
 from transformer_encoder.convert import ConversionError, convert
+from transformer_encoder.convert import main as convert_main
 from transformer_encoder.sentence_embeddings import encode, mean_pooling
 from transformer_encoder.training.tokenizer import train_tokenizer
 
@@ -90,8 +91,7 @@ def test_pytorch_weights_and_the_command_line(tmp_path):
     source = save_source(tmp_path / "src", BertForMaskedLM(BertConfig(**ODD_BERT)).eval())
     torch.save(load_file(source / "model.safetensors"), source / "pytorch_model.bin")
     (source / "model.safetensors").unlink()
-    result = subprocess.run([sys.executable, "-m", "transformer_encoder.convert", source, tmp_path / "dst"],
-                            capture_output=True, text=True)
+    result = run_in_process(convert_main, [source, tmp_path / "dst"])
     assert result.returncode == 0, result.stderr[-2000:]
     ours = AutoModelForMaskedLM.from_pretrained(tmp_path / "dst", trust_remote_code=True)
     assert ours.lm_head.decoder.weight is ours.model.embeddings.token_embeddings.weight
@@ -215,13 +215,9 @@ def test_fine_tune_and_visualize_a_converted_checkpoint(tmp_path):
     convert(source, tmp_path / "converted")
     rows = ["sentence,label"] + [f"the cat sat {'on' if i % 2 else 'mat'},{i % 2}" for i in range(32)]
     (tmp_path / "train.csv").write_text("\n".join(rows))
-    result = subprocess.run(
-        [sys.executable, "-m", "transformer_encoder.training", "sequence-classification", "--model_name_or_path",
-         tmp_path / "converted", "--train_file", tmp_path / "train.csv", "--output_dir", tmp_path / "tuned",
-         "--max_train_steps", "2", "--per_device_train_batch_size", "8", "--max_seq_length", "16"],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    cli("sequence-classification", "--model_name_or_path", tmp_path / "converted", "--train_file", tmp_path / "train.csv",
+        "--output_dir", tmp_path / "tuned", "--max_train_steps", "2", "--per_device_train_batch_size", "8",
+        "--max_seq_length", "16")
     tuned = AutoModelForSequenceClassification.from_pretrained(tmp_path / "tuned")
     assert tuned.config.embedding_layer_norm and tuned.config.num_labels == 2
 

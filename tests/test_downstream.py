@@ -2,12 +2,10 @@
 score is the fine-tuned run's own result."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark
+from helpers import load_benchmark, train_in_process
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
@@ -22,18 +20,24 @@ HEADS = {"sequence-classification": AutoModelForSequenceClassification, "token-c
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny masked-LM checkpoint, trained by the CLI on WikiText-2 text for two steps."""
     out = tmp_path_factory.mktemp("runs") / "mlm"
-    command = [
-        sys.executable, "-m", "transformer_encoder.training", "mlm", "--output_dir", str(out),
+    result = train_in_process([
+        "mlm", "--output_dir", str(out),
         "--train_file", str(downstream.DATA / "wikitext-2" / "valid.txt"), "--max_train_samples", "300",
         "--max_train_steps", "2", "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2",
         "--intermediate_size", "64", "--vocab_size", "500", "--max_seq_length", "64",
-    ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
+    ])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
+@pytest.fixture
+def runs_here(monkeypatch):
+    """The fine-tuning runs in this process (the script spawns one per task; a test pays its imports once)."""
+    monkeypatch.setattr(downstream, "run_training", train_in_process)
+
+
 @pytest.mark.parametrize("tasks", [["stsb", "conll2003"]])
-def test_each_task_reports_its_runs_own_score(checkpoint, tmp_path, tasks, capsys):
+def test_each_task_reports_its_runs_own_score(checkpoint, tmp_path, tasks, capsys, runs_here):
     out = tmp_path / "down"
     extra = ["--max_train_samples", "64", "--max_eval_samples", "48", "--per_device_eval_batch_size", "16"]
     downstream.main([str(checkpoint), "--tasks", *tasks, "--max_train_steps", "3", "--output_dir", str(out), *extra])

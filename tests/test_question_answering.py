@@ -3,15 +3,13 @@ mapped back to characters, and the `question-answering` task trained end to end 
 (paragraphs of the built-in corpus, CPython's own documentation)."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
+from test_training import cli
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
@@ -139,15 +137,6 @@ def pydoc_questions() -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("\n".join(json.dumps(row) for row in rows))
     return path
-
-
-def cli(*args, check=True):
-    command = [sys.executable, "-m", "transformer_encoder.training", *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")

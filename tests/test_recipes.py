@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark
+from helpers import load_benchmark, train_in_process
 from transformers import AutoConfig
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
@@ -15,6 +15,15 @@ recipes = load_benchmark("recipes")
 SHARED = recipes.downstream.DATA
 
 pytestmark = pytest.mark.skipif(not (SHARED / "README.md").is_file(), reason="no ../shared/data here")
+
+
+@pytest.fixture(autouse=True)
+def runs_here(monkeypatch):
+    """Pretraining and fine-tuning in this process (the script spawns one per run; a test pays its imports once);
+    tests/test_downstream.py runs the spawning itself."""
+    monkeypatch.setattr(recipes.downstream, "run_training", train_in_process)
+
+
 TINY = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64"]
 
 

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from helpers import commit_into
+from helpers import commit_into, train_in_process
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, pipeline
 
@@ -28,13 +28,19 @@ TINY_MODEL = [
 WORDS = "the a cat dog sat ran on under mat tree big small red blue quickly slowly and then".split()
 
 
+FRESH_PROCESS = [sys.executable, "-m"]
+
+
 def cli(*args, env=None, check=True, launcher=None):
-    """Run the training CLI in a fresh process, as a user would."""
-    command = (launcher or [sys.executable, "-m"]) + ["transformer_encoder.training", *map(str, args)]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    """Run the training CLI as a user would: `main` in this process, or under `launcher` (several processes)."""
+    if launcher is None:
+        result = train_in_process(args, env)
+    else:
+        command = launcher + ["transformer_encoder.training", *map(str, args)]
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+        result = subprocess.run(command, capture_output=True, text=True, env=environment)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(map(str, result.args))} failed:\n{result.stderr[-4000:]}")
     return result
 
 
@@ -401,8 +407,8 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path, corpus):
 def test_the_main_job_repeats_bit_for_bit_tokenizer_included(tmp_path):
     """The main job's command (shortened) twice, each a process of its own: the same tokenizer (trained afresh)
     and the same weights, with dropout on and evaluations in between."""
-    for run in ("a", "b"):
-        cli("mlm", "--output_dir", tmp_path / run, "--max_train_steps", 6, "--eval_steps", 2)
+    for run in ("a", "b"):  # fresh processes: string hashing, and so any set order, differs between them
+        cli("mlm", "--output_dir", tmp_path / run, "--max_train_steps", 6, "--eval_steps", 2, launcher=FRESH_PROCESS)
     for name in ("tokenizer.json", "model.safetensors"):
         digests = {hashlib.sha256((tmp_path / run / name).read_bytes()).hexdigest() for run in ("a", "b")}
         assert len(digests) == 1, name
@@ -518,11 +524,11 @@ def test_streaming_needs_max_train_steps(run_main, tmp_path, corpus):
 
 
 def test_unknown_task_and_help():
-    result = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "--help"], capture_output=True, text=True)
+    result = cli("--help")
     for option in ("--dataset_name", "--train_file", "--mlm_probability", "--resume_from_checkpoint", "--push_to_hub",
                    "--lr_scheduler_type", "--hidden_size", "--report_to"):
         assert option in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "pretrain"], capture_output=True, text=True)
+    bad = cli("pretrain", check=False, launcher=FRESH_PROCESS)
     assert bad.returncode == 2 and "unknown task 'pretrain'" in bad.stderr
 
 
@@ -533,7 +539,7 @@ def test_the_registry_is_what_the_cli_offers():
     from transformer_encoder.training.tasks import TASKS
 
     assert {"mlm", "rtd", "sequence-classification", "token-classification"} <= set(TASKS)
-    result = subprocess.run([sys.executable, "-m", "transformer_encoder.training", "--help"], capture_output=True, text=True)
+    result = cli("--help")
     usage = result.stdout.splitlines()[0]
     for name, task in TASKS.items():
         assert task.name == name and name in usage

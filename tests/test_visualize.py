@@ -8,11 +8,12 @@ import sys
 import pytest
 import torch
 from datasets import Dataset
-from helpers import tiny_config
+from helpers import run_in_process, tiny_config
 
 from transformer_encoder import TransformerEncoderForMaskedLM
 from transformer_encoder.training.tokenizer import train_tokenizer
 from transformer_encoder.visualize import attention_figure, attention_weights, curves_figure
+from transformer_encoder.visualize import main as visualize_main
 
 pytest.importorskip("matplotlib")
 TEXT = "the cat sat on the mat"
@@ -86,7 +87,10 @@ def test_figures(checkpoint, tmp_path):
 
 
 def run_cli(*args, env=None):
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    """The command's `main` in this process; with `env`, `python -m transformer_encoder.visualize` in a fresh one."""
+    if env is None:
+        return run_in_process(visualize_main, args)
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
     return subprocess.run([sys.executable, "-m", "transformer_encoder.visualize", *map(str, args)],
                           capture_output=True, text=True, env=environment)
 
