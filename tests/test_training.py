@@ -165,11 +165,13 @@ def test_sequence_classification_fine_tunes_a_pretrained_checkpoint(tmp_path, pr
         "sequence-classification", "--model_name_or_path", pretrained,
         "--train_file", sentiment_csv(tmp_path, 160, 0), "--validation_file", sentiment_csv(tmp_path, 40, 1),
         "--output_dir", out, "--num_train_epochs", 8, "--learning_rate", 3e-3, "--per_device_train_batch_size", 16,
+        "--hidden_dropout_prob", 0.05, "--hidden_size", 32,  # a new dropout rate; the checkpoint's own size
     )
     results = json.loads((out / "all_results.json").read_text())
     assert results["accuracy"] >= 0.9, results  # one word decides the label: a working pipeline learns it
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["hidden_dropout_prob"] == 0.05 and config["attention_probs_dropout_prob"] == 0.1
     classify = pipeline("text-classification", model=str(out))
     assert classify("the cat sat good on the mat")[0]["label"] == "positive"
 
@@ -516,6 +518,15 @@ def test_resume_from_nothing(run_main, tmp_path, corpus, target):
     err = run_main("mlm", "--train_file", corpus, "--output_dir", tmp_path / "out", "--resume_from_checkpoint",
                    tmp_path / target if target != "latest" else target, *TINY_MODEL)
     assert "--resume_from_checkpoint" in err
+
+
+@pytest.mark.parametrize("option, value, theirs", [("--hidden_size", 64, 32), ("--norm_first", "true", False)])
+def test_an_option_that_would_change_a_checkpoints_architecture(run_main, tmp_path, pretrained, option, value, theirs):
+    err = run_main("sequence-classification", "--model_name_or_path", pretrained, "--train_file",
+                   sentiment_csv(tmp_path, 40, 0), "--output_dir", tmp_path / "out", option, value)
+    assert f"{option} {'True' if value == 'true' else value}: the model comes from {pretrained}" in err
+    assert f"whose {option[2:]} is {theirs}" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_streaming_needs_max_train_steps(run_main, tmp_path, corpus):

@@ -41,6 +41,7 @@ MODEL_OPTIONS = {
     "attention_probs_dropout_prob": unit_interval,
     "max_position_embeddings": positive_int,
 }
+DROPOUT_OPTIONS = ("hidden_dropout_prob", "attention_probs_dropout_prob")  # also apply to a loaded checkpoint
 # With no dataset and no checkpoint named, a pretraining task trains this small model on the embedded corpus, in
 # minutes on 2 CPU cores. These three tables are the only place the defaults below are written; `--help` shows them.
 EMBEDDED_DEFAULT_MODEL = {
@@ -143,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--vocab_size", type=positive_int, help=f"vocabulary of a trained tokenizer; {_default('vocab_size')}")
     for name, kind in MODEL_OPTIONS.items():
         extra = f" ({EMBEDDED_DEFAULT_MODEL[name]} on the built-in corpus)" if name in EMBEDDED_DEFAULT_MODEL else ""
-        group.add_argument(f"--{name}", type=kind, help=f"model from scratch: config.{name}{extra}")
+        scope = "any model" if name in DROPOUT_OPTIONS else "model from scratch"
+        group.add_argument(f"--{name}", type=kind, help=f"{scope}: config.{name}{extra}")
     group.add_argument(
         "--attn_implementation", default="sdpa", help="eager, sdpa, flash_attention_2 or flex_attention"
     )

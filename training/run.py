@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoTokenizer, get_scheduler
 
 from .. import TransformerEncoderConfig
 from . import data as training_data
-from .arguments import MODEL_OPTIONS, parse_args
+from .arguments import DROPOUT_OPTIONS, MODEL_OPTIONS, parse_args
 from .card import write_model_card
 from .checkpoints import (
     Interruption,
@@ -276,18 +276,20 @@ def match_segment_inputs(tokenizer, config):
 
 def build_model(args, task, tokenizer, data):
     head_kwargs = task.model_kwargs(data)
+    overrides = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
     if args.model_name_or_path:
+        refuse_architecture_changes(args, overrides)
         try:
             model = task.auto_class.from_pretrained(
                 args.model_name_or_path,
                 attn_implementation=args.attn_implementation,
                 ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+                **overrides,  # the dropout rates: what else is left is the checkpoint's own value
                 **head_kwargs,
             )
         except Exception as error:
             raise UsageError(f"Could not load the model {args.model_name_or_path}: {error}") from error
     else:
-        overrides = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
         if args.config_name:
             config = AutoConfig.from_pretrained(args.config_name, **overrides, **head_kwargs)
         else:
@@ -305,6 +307,20 @@ def build_model(args, task, tokenizer, data):
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     return model
+
+
+def refuse_architecture_changes(args, overrides: dict):
+    """A checkpoint's weights fix its architecture: an option that would change it (--hidden_size, --norm_first, …)
+    is refused rather than ignored. Dropout rates are training settings, and do apply."""
+    config = starting_config(args)
+    for name, value in overrides.items():
+        theirs = getattr(config, name, None)
+        if name not in DROPOUT_OPTIONS and value != theirs:
+            raise UsageError(
+                f"--{name} {value}: the model comes from {args.model_name_or_path}, whose {name} is {theirs}, and a "
+                "checkpoint's weights fix its architecture. Leave the option out, or train a model from scratch "
+                "(without --model_name_or_path) to choose it."
+            )
 
 
 def parameter_groups(model, weight_decay: float):
