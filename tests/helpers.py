@@ -70,24 +70,24 @@ def run_in_process(main, args, env=None) -> subprocess.CompletedProcess:
 
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
-    warnings = logging.StreamHandler(err)
-    warnings.setLevel(logging.WARNING)
+    log_warnings = logging.StreamHandler(err)
+    log_warnings.setLevel(logging.WARNING)
     threads = torch.get_num_threads()
     code = 0
     environment = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     with mock.patch.dict(os.environ, environment), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         AcceleratorState._reset_state(True)  # each run builds its own Accelerator, as a new process would
-        logging.getLogger().addHandler(warnings)
+        logging.getLogger().addHandler(log_warnings)
         torch.set_num_threads(1)
         try:
             main(argv)
-        except SystemExit as exit:  # as the interpreter treats it: None is 0, a message is printed and is 1
-            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
-            if isinstance(exit.code, str):
-                err.write(exit.code + "\n")
+        except SystemExit as stop:  # as the interpreter treats it: None is 0, a message is printed and is 1
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            if isinstance(stop.code, str):
+                err.write(stop.code + "\n")
         finally:
             torch.set_num_threads(threads)
-            logging.getLogger().removeHandler(warnings)
+            logging.getLogger().removeHandler(log_warnings)
             AcceleratorState._reset_state(True)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 

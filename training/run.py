@@ -284,7 +284,7 @@ def build_model(args, task, tokenizer, data):
                 args.model_name_or_path,
                 attn_implementation=args.attn_implementation,
                 ignore_mismatched_sizes=args.ignore_mismatched_sizes,
-                **overrides,  # the dropout rates: what else is left is the checkpoint's own value
+                **overrides,  # new dropout rates; any other option matches the checkpoint (else refused)
                 **head_kwargs,
             )
         except Exception as error:
