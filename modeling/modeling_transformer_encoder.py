@@ -159,7 +159,16 @@ class RealTokenPositions:
         # tensor. None where attention re-pads.
         self.lengths = attention_mask.sum(-1).tolist() if each_sequence else None
 
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, …) → (n_tokens, …)
+    @property
+    def each_sequence(self) -> bool:
+        """Whether attention runs sequence by sequence on the real tokens (else on them re-padded)."""
+        return self.lengths is not None
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, …) → (n_tokens, …). A (1, seq, …) tensor, the same for every row (the default positions'
+        rotary angles), is read at each real token's position, without first copying it out to every row."""
+        if x.shape[0] == 1 < self.shape[0]:
+            return x[0][self.indices % self.shape[1]]
         return x.flatten(0, 1)[self.indices]
 
     def pad(self, x: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,7 +245,7 @@ class TransformerEncoderAttention(nn.Module):
         """hidden_states: (batch, seq, d_model), or with `real_positions` the real tokens only, (n_tokens, d_model):
         the projections then skip padding, and attention sees each sequence's real tokens (see RealTokenPositions)."""
         q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-        if real_positions is not None and real_positions.lengths is not None:
+        if real_positions is not None and real_positions.each_sequence:
             return self.out_proj(self.attend_each_sequence(q, k, v, position_embeddings, real_positions)), None
 
         batch, seq = real_positions.shape if real_positions is not None else hidden_states.shape[:2]
@@ -459,12 +468,10 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
         recording = kwargs.get("output_hidden_states", self.config.output_hidden_states)  # as capture_outputs reads it
         real_positions = self._real_positions(attention_mask, recording)
-        if real_positions is not None and real_positions.lengths is not None:
+        if real_positions is not None and real_positions.each_sequence:
             attention_mask = None  # attention runs on each sequence's real tokens alone: there is nothing to mask
             if position_embeddings is not None:  # the real tokens' rotary angles, gathered once for every block
-                position_embeddings = tuple(
-                    real_positions.unpad(t.expand(*real_positions.shape, -1)) for t in position_embeddings
-                )
+                position_embeddings = tuple(real_positions.unpad(t) for t in position_embeddings)
         else:
             attention_mask = create_bidirectional_mask(
                 config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask

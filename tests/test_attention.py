@@ -157,7 +157,7 @@ def test_both_ways_of_attending_over_real_tokens_match_eager(monkeypatch, each_s
 
         monkeypatch.setattr(model, "_real_positions", real_positions)
         got = model(input_ids, attention_mask=attention_mask).last_hidden_state
-    assert len(made) == 1 and (made[0].lengths is not None) == each_sequence
+    assert len(made) == 1 and made[0].each_sequence == each_sequence
     assert torch.isfinite(got).all()
     real = attention_mask.bool()
     real[2] = True  # the fully padded row attends to all its positions: its outputs are defined, and compared

@@ -161,8 +161,10 @@ def test_token_classification_ignores_minus_100_labels():
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits[real], labels[real]))
 
 
-def test_inputs_embeds_and_position_ids_match_the_defaults():
-    model = TransformerEncoderModel(tiny_config(type_vocab_size=2)).eval()
+@pytest.mark.parametrize("position", ["sinusoidal", "learned", "rotary"])
+def test_inputs_embeds_and_position_ids_match_the_defaults(position):
+    """Positions given per row, (batch, seq), give what the default (1, seq) positions broadcast over the batch give."""
+    model = TransformerEncoderModel(tiny_config(type_vocab_size=2, position_embedding_type=position)).eval()
     input_ids, attention_mask = padded_batch()
     with torch.no_grad():
         reference = model(input_ids, attention_mask=attention_mask).last_hidden_state
