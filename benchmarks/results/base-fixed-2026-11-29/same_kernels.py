@@ -1,5 +1,5 @@
 """The operators ours and BERT sdpa run at fixed length (16×128, fp32, CPU), as two `torch.profiler` tables: the
-same kernels on the same shapes, in the same counts. Usage: python benchmarks/results/base-fixed-2026-11-29/kernels.py base"""
+same kernels on the same shapes, in the same counts. Usage: python benchmarks/results/base-fixed-2026-11-29/same_kernels.py base"""
 
 import importlib.util
 import sys
