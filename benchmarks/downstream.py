@@ -64,6 +64,11 @@ def cli_arguments(task: Task, checkpoint: str, output_dir: Path, data: Path, max
     ]  # fmt: skip
 
 
+def command_line(arguments: list[str]) -> str:
+    """The training command a run stands for, as a user would type it."""
+    return " ".join(["python -m transformer_encoder.training", *arguments])
+
+
 def run_training(arguments: list[str]) -> subprocess.CompletedProcess:
     """`python -m transformer_encoder.training ARGUMENTS` in a process of its own, as a user runs it; its stderr is
     kept for the error message."""
@@ -77,7 +82,7 @@ def fine_tune(name: str, checkpoint: str, args, passthrough: list[str]) -> dict:
     arguments = cli_arguments(task, checkpoint, output_dir, args.data, args.max_train_steps) + passthrough
     if output_dir.exists():
         arguments.append("--overwrite_output_dir")
-    command = " ".join(["python -m transformer_encoder.training", *arguments])
+    command = command_line(arguments)
     print(f"[{name}] {command}", flush=True)
     started = time.time()
     result = run_training(arguments)

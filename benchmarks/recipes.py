@@ -95,7 +95,7 @@ def pretrain(recipe: Recipe, steps: int, output_dir: Path, text: Path, tokenizer
     return {
         "wall_s": round(time.time() - started, 1),
         "metrics": metrics,
-        "command": " ".join(["python -m transformer_encoder.training", *arguments]),
+        "command": downstream.command_line(arguments),
     }
 
 

@@ -61,6 +61,10 @@ def load_benchmark(name: str):
     return module
 
 
+# What every command under test runs with, in this process or a fresh one: offline, one thread.
+CLI_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
 def run_in_process(main, args, env=None) -> subprocess.CompletedProcess:
     """`main(argv)` of a command line, run here as `python -m` would run it with `env` added, one thread
     (OMP_NUM_THREADS=1) and offline: its exit code, stdout and stderr (log warnings included), as `subprocess.run`
@@ -74,7 +78,7 @@ def run_in_process(main, args, env=None) -> subprocess.CompletedProcess:
     log_warnings.setLevel(logging.WARNING)
     threads = torch.get_num_threads()
     code = 0
-    environment = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {**CLI_ENVIRONMENT, **(env or {})}
     with mock.patch.dict(os.environ, environment), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         AcceleratorState._reset_state(True)  # each run builds its own Accelerator, as a new process would
         logging.getLogger().addHandler(log_warnings)

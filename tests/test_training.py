@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from helpers import commit_into, train_in_process
+from helpers import CLI_ENVIRONMENT, commit_into, train_in_process
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, pipeline
 
@@ -37,7 +37,7 @@ def cli(*args, env=None, check=True, launcher=None):
         result = train_in_process(args, env)
     else:
         command = launcher + ["transformer_encoder.training", *map(str, args)]
-        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+        environment = {**os.environ, **CLI_ENVIRONMENT, **(env or {})}
         result = subprocess.run(command, capture_output=True, text=True, env=environment)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, result.args))} failed:\n{result.stderr[-4000:]}")
@@ -643,7 +643,7 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_command_that_resumes(tmp_path,
     out = tmp_path / "out"
     command = [sys.executable, "-m", "transformer_encoder.training", "mlm", "--train_file", str(corpus), "--output_dir",
                str(out), *map(str, TINY_MODEL), "--max_train_steps", "100000", "--logging_steps", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **CLI_ENVIRONMENT}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120

@@ -81,7 +81,9 @@ def train(args, argv: list[str] | None = None):
 
     raw = training_data.load_raw_datasets(args, task)
     tokenizer = load_or_train_tokenizer(args, task, raw, accelerator, resume_from)
-    match_segment_inputs(tokenizer, starting_config(args))
+    start = starting_config(args)
+    refuse_architecture_changes(args, start)
+    match_segment_inputs(tokenizer, start)
     data = task.prepare(args, raw, tokenizer, accelerator)
     model = task.training_model(build_model(args, task, tokenizer, data), args, tokenizer)
     exported_config = apply_config(model.config, task.training_overrides(model.config))
@@ -278,13 +280,12 @@ def build_model(args, task, tokenizer, data):
     head_kwargs = task.model_kwargs(data)
     overrides = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
     if args.model_name_or_path:
-        refuse_architecture_changes(args, overrides)
         try:
             model = task.auto_class.from_pretrained(
                 args.model_name_or_path,
                 attn_implementation=args.attn_implementation,
                 ignore_mismatched_sizes=args.ignore_mismatched_sizes,
-                **overrides,  # new dropout rates; any other option matches the checkpoint (else refused)
+                **overrides,  # new dropout rates; any other option matches the checkpoint (refuse_architecture_changes)
                 **head_kwargs,
             )
         except Exception as error:
@@ -309,13 +310,15 @@ def build_model(args, task, tokenizer, data):
     return model
 
 
-def refuse_architecture_changes(args, overrides: dict):
+def refuse_architecture_changes(args, config):
     """A checkpoint's weights fix its architecture: an option that would change it (--hidden_size, --norm_first, …)
-    is refused rather than ignored. Dropout rates are training settings, and do apply."""
-    config = starting_config(args)
-    for name, value in overrides.items():
-        theirs = getattr(config, name, None)
-        if name not in DROPOUT_OPTIONS and value != theirs:
+    is refused rather than ignored. Dropout rates are training settings, and do apply. `config`: the starting
+    checkpoint's (`starting_config`)."""
+    if not args.model_name_or_path:  # from scratch, or from --config_name: the options set the architecture
+        return
+    for name in MODEL_OPTIONS:
+        value, theirs = getattr(args, name), getattr(config, name, None)
+        if name not in DROPOUT_OPTIONS and value is not None and value != theirs:
             raise UsageError(
                 f"--{name} {value}: the model comes from {args.model_name_or_path}, whose {name} is {theirs}, and a "
                 "checkpoint's weights fix its architecture. Leave the option out, or train a model from scratch "
