@@ -81,3 +81,15 @@ def test_rounds_pause_before_each_run_and_reverse_the_order(benchmark, monkeypat
     assert events[6:] == [pause, "a", pause, "b", pause, "c"] + [pause, "c", pause, "b", pause, "a"] + [
         pause, "a", pause, "b", pause, "c"]  # fmt: skip
     assert benchmark.SETTLE_SECONDS > 0 and {name: len(times) for name, times in seconds.items()} == dict.fromkeys("abc", 3)
+
+
+def test_ratios_pair_the_rounds(benchmark):
+    """A ratio compares two contenders round by round: a slow stretch of the machine that fell on both in one round
+    does not decide it (the ratio of the medians here would be 8 / 3)."""
+    ours = {"tokens_per_s": 1 / 3, "seconds": [1.0, 3.0, 9.0]}
+    peer = {"tokens_per_s": 1 / 8, "seconds": [1.2, 8.0, 10.0]}
+    ratio, won = benchmark.speedup(ours, peer)
+    assert ratio == pytest.approx(1.2) and won == "3/3"
+    assert benchmark.speedup(peer, ours) == (pytest.approx(1 / 1.2), "0/3")
+    # results saved before the rounds were kept: the medians' ratio, no rounds to count
+    assert benchmark.speedup({"tokens_per_s": 3.0}, {"tokens_per_s": 2.0}) == (1.5, "")
