@@ -19,6 +19,7 @@ Writes `<out>/results-<device>.md`, `.json` and `.png`.
 import argparse
 import csv
 import json
+import os
 import platform
 import random
 import statistics
@@ -457,10 +458,17 @@ def speedup(row, peer) -> tuple[float, str]:
     return statistics.median(ratios), f"{sum(r > 1 for r in ratios)}/{len(ratios)}"
 
 
+def allocator() -> str:
+    """The memory allocator settings the run had: on CPU they decide whether torch's large activations are handed
+    back to the OS and faulted in again at every forward (glibc's defaults do; ONNX Runtime keeps its own arena)."""
+    settings = [f"{name}={os.environ[name]}" for name in ("LD_PRELOAD", "GLIBC_TUNABLES") if os.environ.get(name)]
+    return ", ".join(settings) or "default malloc"
+
+
 def write_report(rows, args, device, dtype, matmul_rate, stem: Path, machine=None, torch_version=torch.__version__):
     """stem.md (the table), stem.json (the numbers, which --report_from redraws) and stem.png (the chart)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    machine = machine or machine_name(device)
+    machine = machine or f"{machine_name(device)}; {allocator()}"
     titles = {"fixed": f"inference, {args.batch}×{args.seq}",
               "variable": f"inference, real sentence batches ({args.variable_batch_size} per batch)",
               "train": f"MLM training step, {args.batch}×{args.seq}"}

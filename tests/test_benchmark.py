@@ -93,3 +93,13 @@ def test_ratios_pair_the_rounds(benchmark):
     assert benchmark.speedup(peer, ours) == (pytest.approx(1 / 1.2), "0/3")
     # results saved before the rounds were kept: the medians' ratio, no rounds to count
     assert benchmark.speedup({"tokens_per_s": 3.0}, {"tokens_per_s": 2.0}) == (1.5, "")
+
+
+def test_the_report_names_the_allocator_settings(benchmark, monkeypatch):
+    """Runs with and without allocator settings differ by tens of percent for the torch contenders on CPU (page
+    faults at every forward under glibc's defaults), so the table's machine line says which it had."""
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert benchmark.allocator() == "default malloc"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1073741824")
+    assert benchmark.allocator() == "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1073741824"
