@@ -10,7 +10,7 @@ FFN sized to the same parameter count). Workloads: inference at fixed length, in
 (SST-2 and CoNLL-2003 dev sentences, tokenized, padded to the longest in each batch of 16), and one masked-LM
 training step (forward, backward, AdamW) at fixed length. Contenders alternate run by run (A B C, then C B A, …) after
 a warm-up; each figure is the median over rounds, with the min–max spread, and each ratio the median of the
-two contenders' ratios within a round (they ran one right after the other). Tokens/s counts real tokens only.
+two contenders' ratios within a round (minutes apart at most). Tokens/s counts real tokens only.
 MFU divides the model's useful FLOP/s (dense-equivalent, real tokens) by this machine's measured matmul rate.
 
 Writes `<out>/results-<device>.md`, `.json` and `.png`.
@@ -450,7 +450,7 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
 
 def speedup(row, peer) -> tuple[float, str]:
     """How many times faster `row` ran than `peer`: the median over rounds of the ratio within each round, where the
-    two ran one right after the other, so that the machine's slow stretches (on shared hosts, minutes long) fall on
+    two ran minutes apart at most, so that the machine's slow stretches (on shared hosts, minutes long) fall on
     both. With it, in how many rounds `row` was the faster. Runs saved before rounds were kept: medians' ratio."""
     if "seconds" not in row or "seconds" not in peer:
         return row["tokens_per_s"] / peer["tokens_per_s"], ""
