@@ -448,6 +448,10 @@ def benchmark_size(args, size_name, device, dtype, matmul_rate) -> list[dict]:
     return rows
 
 
+def find_row(rows, size, workload, contender) -> dict | None:
+    return next((r for r in rows if (r["size"], r["workload"], r["contender"]) == (size, workload, contender)), None)
+
+
 def speedup(row, peer) -> tuple[float, str]:
     """How many times faster `row` ran than `peer`: the median over rounds of the ratio within each round, where the
     two ran minutes apart at most, so that the machine's slow stretches (on shared hosts, minutes long) fall on
@@ -481,14 +485,14 @@ def write_report(rows, args, device, dtype, matmul_rate, stem: Path, machine=Non
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ours = next(r for r in rows if (r["size"], r["workload"], r["contender"]) ==
-                    (row["size"], row["workload"], "ours (sdpa)"))
+        ours = find_row(rows, row["size"], row["workload"], "ours (sdpa)")
         ratio, won = speedup(ours, row)
         peak = row.get("peak_mib")
         lines.append(
             f"| {row['size']} | {titles[row['workload']]} | {row['contender']} | {row['parameters'] / 1e6:.1f} M | "
             f"{row['tokens_per_s']:,.0f} ({row['min']:,.0f}–{row['max']:,.0f}) | {ratio:.2f}"
-            f"{f' ({won})' if won and row is not ours else ''} | {row['mfu']:.1%} | {'' if peak is None else f'{peak:,.0f}'} |"
+            f"{f' ({won})' if won and row is not ours else ''} | {row['mfu']:.1%} | "
+            f"{'' if peak is None else f'{peak:,.0f}'} |"
         )
     lines += serving_summary(rows, titles, dtype)
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -515,9 +519,6 @@ def serving_summary(rows, titles, dtype) -> list[str]:
     named by the run's dtype."""
     ours_float = f"ours {dtype_label(dtype)}"
 
-    def row(size, workload, contender):
-        return next((r for r in rows if (r["size"], r["workload"], r["contender"]) == (size, workload, contender)), None)
-
     pairs = [("ours (sdpa)", "BERT (sdpa)"), ("ours (sdpa)", "ONNX Runtime fp32 (BERT)"),
              ("ours (int8)", "ONNX Runtime int8 (BERT)"), ("ours (int8)", "ours (sdpa)")]
     lines = ["", f"| size | workload | padding-free ceiling | {ours_float} / BERT sdpa (share of the ceiling) | "
@@ -528,7 +529,7 @@ def serving_summary(rows, titles, dtype) -> list[str]:
         ceiling = padding_free_ceiling(first)
         cells = []
         for ours_name, peer in pairs:
-            a, b = row(size, workload, ours_name), row(size, workload, peer)
+            a, b = find_row(rows, size, workload, ours_name), find_row(rows, size, workload, peer)
             if a is None or b is None:
                 cells.append("")
                 continue

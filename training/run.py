@@ -276,9 +276,14 @@ def match_segment_inputs(tokenizer, config):
     tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = names  # saved with the tokenizer
 
 
+def given_model_options(args) -> dict:
+    """The model options (MODEL_OPTIONS) set on the command line, by name."""
+    return {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
+
+
 def build_model(args, task, tokenizer, data):
     head_kwargs = task.model_kwargs(data)
-    overrides = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
+    overrides = given_model_options(args)
     if args.model_name_or_path:
         try:
             model = task.auto_class.from_pretrained(
@@ -316,9 +321,9 @@ def refuse_architecture_changes(args, config):
     checkpoint's (`starting_config`)."""
     if not args.model_name_or_path:  # from scratch, or from --config_name: the options set the architecture
         return
-    for name in MODEL_OPTIONS:
-        value, theirs = getattr(args, name), getattr(config, name, None)
-        if name not in DROPOUT_OPTIONS and value is not None and value != theirs:
+    for name, value in given_model_options(args).items():
+        theirs = getattr(config, name, None)
+        if name not in DROPOUT_OPTIONS and value != theirs:
             raise UsageError(
                 f"--{name} {value}: the model comes from {args.model_name_or_path}, whose {name} is {theirs}, and a "
                 "checkpoint's weights fix its architecture. Leave the option out, or train a model from scratch "
