@@ -22,7 +22,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
 from transformer_encoder.export import export, onnx_session
-from transformer_encoder.quantization import cpu_computes_bf16, quantize_int8
+from transformer_encoder.cpu import cpu_computes_bf16
+from transformer_encoder.quantization import quantize_int8
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "validation.csv"
 

@@ -15,7 +15,8 @@ from transformer_encoder import (
     TransformerEncoderModel,
 )
 from transformer_encoder import quantization
-from transformer_encoder.quantization import cpu_computes_bf16, quantize_int8, to_bf16_where_native
+from transformer_encoder.cpu import BF16_OVERRIDE, cpu_computes_bf16, detects_native_bf16
+from transformer_encoder.quantization import quantize_int8, to_bf16_where_native
 
 
 def outputs(model, input_ids, attention_mask):
@@ -57,7 +58,22 @@ def test_bf16_detection_agrees_with_the_cpu_flags():
     if not cpuinfo.exists():
         pytest.skip("needs Linux's /proc/cpuinfo as the independent reference")
     flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
-    assert cpu_computes_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert detects_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize("setting, expected", [("1", True), ("0", False), ("", None), (None, None)])
+def test_the_environment_overrides_the_detection(monkeypatch, setting, expected):
+    if setting is None:
+        monkeypatch.delenv(BF16_OVERRIDE, raising=False)
+    else:
+        monkeypatch.setenv(BF16_OVERRIDE, setting)
+    assert cpu_computes_bf16() == (detects_native_bf16() if expected is None else expected)
+
+
+def test_a_bad_override_is_named(monkeypatch):
+    monkeypatch.setenv(BF16_OVERRIDE, "yes")
+    with pytest.raises(ValueError, match=f"{BF16_OVERRIDE}='yes'"):
+        cpu_computes_bf16()
 
 
 @pytest.mark.parametrize("native", [True, False])

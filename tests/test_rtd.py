@@ -20,6 +20,7 @@ from test_training import (
     cli,
     corpus,  # noqa: F401  (a fixture)
     final_weights,
+    logged_losses,
     max_difference,
     run_main,  # noqa: F401  (a fixture)
     sentiment_csv,
@@ -293,10 +294,7 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path, corpus):  # 
         reference = final_weights(tmp_path / "one" / folder)
         assert max_difference(final_weights(tmp_path / "accumulated" / folder), reference) < 1e-5
         assert max_difference(final_weights(tmp_path / "two" / folder), reference) < 1e-5
-    losses = {
-        name: [json.loads(line).get("loss") for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()][:4]
-        for name in ("one", "accumulated", "two")
-    }
+    losses = {name: logged_losses(tmp_path / name) for name in ("one", "accumulated", "two")}
     assert losses["two"] == pytest.approx(losses["one"], abs=1e-4)
     assert losses["accumulated"] == pytest.approx(losses["one"], abs=1e-4)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..quantization import cpu_computes_bf16
+from ..cpu import cpu_computes_bf16
 from . import data
 from .errors import UsageError
 from .option_types import (

@@ -19,6 +19,8 @@ import warnings
 import torch
 from torch import nn
 
+from .cpu import cpu_computes_bf16
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,12 +45,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         quantized = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
     return quantized
-
-
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), as torch's own dispatch sees it.
-    Elsewhere torch emulates bf16: the same numbers, more slowly than fp32."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def to_bf16_where_native(model: nn.Module) -> nn.Module:
