@@ -1,7 +1,7 @@
 """Our encoder against the encoders users would pick instead, side by side in one process.
 
-    python benchmarks/benchmark.py                       # CPU, tiny and BERT-base sizes
-    python benchmarks/benchmark.py --device cuda --sizes base --seq 512 --dtype bfloat16
+    transformer-encoder benchmark                       # CPU, tiny and BERT-base sizes
+    transformer-encoder benchmark --device cuda --sizes base --seq 512 --dtype bfloat16
 
 Peers, configured to the same hidden size, layers, heads, FFN size, vocabulary and activation (parameter counts
 checked before timing): transformers' BertModel / BertForMaskedLM (sdpa and eager), torch.nn.TransformerEncoder
@@ -38,13 +38,14 @@ import transformer_encoder
 from transformer_encoder import TransformerEncoderConfig, TransformerEncoderForMaskedLM, TransformerEncoderModel
 from transformer_encoder.export import ServingSignature, onnx_session, quantize_onnx
 from transformer_encoder.quantization import quantize_int8
+from transformer_encoder.benchmarks import DATA_DIR
 
 SIZES = {
     "tiny": dict(hidden=256, layers=4, heads=4, ffn=1024, vocab=8192),
     "base": dict(hidden=768, layers=12, heads=12, ffn=3072, vocab=30522),
 }
 SETTLE_SECONDS = 0.1  # pause before each timed run (see time_alternating)
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout; --data moves it
+DATA = DATA_DIR  # --data moves it
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -579,7 +580,7 @@ def machine_name(device) -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")
@@ -597,7 +598,7 @@ def main():
     parser.add_argument("--data", default=str(DATA), help="folder holding sst2/ and conll2003/")
     parser.add_argument("--report_from", help="redraw the table and chart of an earlier run's results-*.json")
     parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.probe:
         return probe(args)
     if args.report_from:

@@ -1,9 +1,9 @@
 """What a pretrained checkpoint is worth downstream: fine-tune it on the local GLUE and CoNLL sets with fixed budgets
 and write one line per task.
 
-    python benchmarks/downstream.py runs/mlm-default                    # SST-2, STS-B and CoNLL-2003
-    python benchmarks/downstream.py runs/rtd --tasks sst2 --mixed_precision bf16
-    python benchmarks/downstream.py --table runs/downstream/*/downstream.json   # one table for many checkpoints
+    transformer-encoder downstream runs/mlm-default                    # SST-2, STS-B and CoNLL-2003
+    transformer-encoder downstream runs/rtd --tasks sst2 --mixed_precision bf16
+    transformer-encoder downstream --table runs/downstream/*/downstream.json   # one table for many checkpoints
 
 Each task runs the training CLI in its own process, as a user would, with the budget of `TASKS` (steps, batch,
 learning rate, sequence length, seed): two pretraining recipes compared with this script then differ only in the
@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout; --data moves it
+from transformer_encoder.benchmarks import DATA_DIR
+
+DATA = DATA_DIR  # --data moves it
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def command_line(arguments: list[str]) -> str:
 
 
 def run_training(arguments: list[str]) -> subprocess.CompletedProcess:
-    """`python -m transformer_encoder.training ARGUMENTS` in a process of its own, as a user runs it; its stderr is
+    """`transformer-encoder train ARGUMENTS` in a process of its own, as a user runs it; its stderr is
     kept for the error message."""
     command = [sys.executable, "-m", "transformer_encoder.training", *arguments]
     return subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -1,8 +1,8 @@
 """Which pretraining recipe learns most for the minutes it costs: every recipe pretrains a model from scratch for the
 same wall time on the same text and tokenizer, then `benchmarks/downstream.py` fine-tunes it with its fixed budgets.
 
-    python benchmarks/recipes.py --minutes 4                          # every recipe; SST-2 and STS-B downstream
-    python benchmarks/recipes.py --recipes paper rtd --minutes 4 --tasks sst2
+    python -m transformer_encoder.benchmarks.recipes --minutes 4                          # every recipe; SST-2 and STS-B downstream
+    python -m transformer_encoder.benchmarks.recipes --recipes paper rtd --minutes 4 --tasks sst2
 
 Options it does not know go to every pretraining run, after the common ones (`--hidden_size 128` changes the size).
 
@@ -19,13 +19,11 @@ and its fine-tuned models under `<output_dir>/<recipe>/downstream/`.
 import argparse
 import csv
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import downstream  # noqa: E402  (benchmarks/downstream.py: the fine-tuning budgets)
+from transformer_encoder.benchmarks import downstream  # the fine-tuning budgets
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """SST-2 dev accuracy and speed of one fine-tuned checkpoint at every serving precision, on CPU.
 
-    python benchmarks/sst2_precision.py runs/sst2                  # writes benchmarks/results/sst2-precision.md/.json
+    python -m transformer_encoder.benchmarks.sst2_precision runs/sst2                  # writes benchmarks/results/sst2-precision.md/.json
 
 Precisions: ours fp32 (the reference), ours int8 (`quantize_int8`), ours bf16 (`.to(torch.bfloat16)`; where the
 CPU has no AVX512-BF16 / AMX torch emulates it: the accuracy holds, the speed does not mean anything), and the same
-weights exported by `python -m transformer_encoder.export --quantize int8` run by ONNX Runtime in fp32 and int8.
+weights exported by `transformer-encoder export --quantize int8` run by ONNX Runtime in fp32 and int8.
 The dev sentences are tokenized by the checkpoint's tokenizer, in batches of 16 padded to the longest, as served.
 Contenders alternate pass by pass over the dev set; speeds are medians, in sentences per second.
 """
@@ -24,8 +24,9 @@ import transformer_encoder  # noqa: F401  (registers the Auto classes)
 from transformer_encoder.export import export, onnx_session
 from transformer_encoder.cpu import cpu_computes_bf16
 from transformer_encoder.quantization import quantize_int8
+from transformer_encoder.benchmarks import DATA_DIR
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "validation.csv"
+DATA = DATA_DIR / "sst2" / "validation.csv"
 
 
 def dev_batches(tokenizer, path: Path, batch_size: int):
@@ -58,14 +59,14 @@ def onnx_predictor(path: Path):
     return predict
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a sequence-classification checkpoint fine-tuned on SST-2, with tokenizer")
     parser.add_argument("--data", default=str(DATA), help="SST-2's validation.csv")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sst2-precision"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, dtype=torch.float32).eval()

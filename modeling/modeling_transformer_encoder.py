@@ -138,7 +138,9 @@ class TransformerEncoderEmbeddings(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-GPU_UNPAD_MIN_POSITIONS = 8192  # batch × sequence positions below which a GPU batch keeps its padding
+# batch × sequence positions below which a GPU batch keeps its padding: measured on an H200, where skipping the
+# padding of small batches made them slower (benchmarks/results/gpu-unpad-threshold.md)
+GPU_UNPAD_MIN_POSITIONS = 8192
 
 
 class RealTokenPositions:

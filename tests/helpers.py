@@ -1,7 +1,6 @@
 """Tiny configs and inputs shared by the tests, and a command's `main` run in this process."""
 
 import contextlib
-import importlib.util
 import io
 import logging
 import os
@@ -51,14 +50,6 @@ def commit_into(folder: Path):
         return mock.MagicMock()
 
     return create_commit
-
-
-def load_benchmark(name: str):
-    """benchmarks/<name>.py as a module (benchmarks/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # What every command under test runs with, in this process or a fresh one: offline, one thread.

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "benchmarks" / "benchmark.py"
@@ -52,7 +51,9 @@ def test_missing_sentence_data_is_named_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def benchmark():
-    return load_benchmark("benchmark")
+    from transformer_encoder.benchmarks import benchmark
+
+    return benchmark
 
 
 def test_a_bf16_run_keeps_the_serving_anchors_at_their_own_precision(benchmark):

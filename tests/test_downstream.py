@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark, train_in_process
+from helpers import train_in_process
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
+from transformer_encoder.benchmarks import downstream
 
-downstream = load_benchmark("downstream")
 
 pytestmark = pytest.mark.skipif(not (downstream.DATA / "README.md").is_file(), reason="no ../shared/data here")
 HEADS = {"sequence-classification": AutoModelForSequenceClassification, "token-classification": AutoModelForTokenClassification}

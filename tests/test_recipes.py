@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark, train_in_process
+from helpers import train_in_process
 from transformers import AutoConfig
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
+from transformer_encoder.benchmarks import recipes
 
-recipes = load_benchmark("recipes")
 SHARED = recipes.downstream.DATA
 
 pytestmark = pytest.mark.skipif(not (SHARED / "README.md").is_file(), reason="no ../shared/data here")

@@ -13,7 +13,8 @@ path: no data-dependent shapes, so outputs at padding positions are computed too
 The command checks its own output before writing anything: it runs the exported graph on a padded batch of another
 shape than the one traced (more rows, a longer sequence) and compares it with the PyTorch model at the real
 positions. fp32 graphs must agree within `TOLERANCE`; the int8 graph (ONNX Runtime's dynamic quantization of the
-matrix products) within `INT8_TOLERANCE` of the output's scale. If they differ, it fails and OUT_DIR is not written.
+matrix products) to a relative error of at most `INT8_TOLERANCE` (‖int8 − PyTorch‖ / ‖PyTorch‖ over the real
+positions, each output). If they differ, it fails and OUT_DIR is not written.
 """
 
 import argparse
@@ -29,7 +30,10 @@ from .modeling import HEADS
 FORMATS = {"onnx": "model.onnx", "exported-program": "model.pt2"}
 QUANTIZED_ONNX = "model_quantized.onnx"  # the name optimum's ORTQuantizer gives it
 TOLERANCE = dict(atol=1e-4, rtol=1e-4)  # fp32 graph vs eager PyTorch; measured differences are ~1e-6
-INT8_TOLERANCE = 0.1  # int8 graph: max |difference| ≤ this × the largest |output| of the fp32 model
+# int8 graph: relative error over the real positions. On the check batch (random ids), all-MiniLM-L6-v2's hidden
+# states have 0.17 with one weight scale per output channel, 0.31 with one per matrix (whose embeddings lose their
+# answers: quantization.py); a graph of another model, about 1.4.
+INT8_TOLERANCE = 0.25
 
 
 class ExportError(RuntimeError):
@@ -135,10 +139,12 @@ def export_program(signature, inputs, shapes, path: Path):
 
 
 def quantize_onnx(source: Path, target: Path):
-    """int8 weights for every matrix product, activations quantized on the fly (ONNX Runtime's dynamic scheme)."""
+    """int8 weights for every matrix product, one scale per output channel, activations quantized on the fly
+    (ONNX Runtime's dynamic scheme). One scale per matrix lets a real checkpoint's largest row decide the
+    resolution of all the others (`quantization.py` has the measurement)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
 
 
 def onnx_session(path, threads: int | None = None):
@@ -172,20 +178,27 @@ def max_difference(graph_outputs, reference, mask) -> float:
                for g, r in zip(graph_outputs, reference))
 
 
+def relative_error(graph_outputs, reference, mask) -> float:
+    """The largest, over the outputs, of ‖graph − PyTorch‖ / ‖PyTorch‖ at real positions."""
+    return max(((real_positions(g, mask) - real_positions(r, mask)).norm() / real_positions(r, mask).norm()).item()
+               for g, r in zip(graph_outputs, reference))
+
+
 def check(name: str, graph_outputs, reference, mask, int8: bool = False) -> float:
-    """The largest difference from PyTorch at real positions; ExportError beyond the tolerance."""
+    """The largest difference from PyTorch at real positions (int8: the relative error); ExportError beyond the
+    tolerance."""
     shapes = [tuple(g.shape) for g in graph_outputs], [tuple(r.shape) for r in reference]
     if shapes[0] != shapes[1]:
         raise ExportError(f"{name} returns shapes {shapes[0]}, PyTorch {shapes[1]}.")
-    difference = max_difference(graph_outputs, reference, mask)
     if int8:
-        scale = max(real_positions(r, mask).abs().max().item() for r in reference)
-        allowed = INT8_TOLERANCE * scale
+        difference, allowed, what = relative_error(graph_outputs, reference, mask), INT8_TOLERANCE, "a relative error of "
     else:
+        difference = max_difference(graph_outputs, reference, mask)
         allowed = TOLERANCE["atol"] + TOLERANCE["rtol"] * max(real_positions(r, mask).abs().max().item()
                                                                for r in reference)
+        what = ""
     if not difference <= allowed:  # also catches NaN
-        raise ExportError(f"{name} differs from the PyTorch model by {difference:.3g} at real positions "
+        raise ExportError(f"{name} differs from the PyTorch model by {what}{difference:.3g} at real positions "
                           f"(allowed {allowed:.3g}): the export is wrong; nothing was written.")
     return difference
 
@@ -250,7 +263,8 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     for name, difference in differences.items():
-        print(f"wrote {Path(args.out_dir) / name}: max |difference| from PyTorch at real positions {difference:.2e}")
+        measure = "relative error" if name == QUANTIZED_ONNX else "max |difference|"
+        print(f"wrote {Path(args.out_dir) / name}: {measure} from PyTorch at real positions {difference:.2e}")
 
 
 if __name__ == "__main__":

