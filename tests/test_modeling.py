@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from helpers import padded_batch, tiny_config
 
+import transformer_encoder
 from transformer_encoder import (
     TransformerEncoderForMaskedLM,
     TransformerEncoderForPreTraining,
@@ -14,14 +15,7 @@ from transformer_encoder import (
     TransformerEncoderModel,
 )
 
-HEADS = [
-    TransformerEncoderModel,
-    TransformerEncoderForMaskedLM,
-    TransformerEncoderForPreTraining,
-    TransformerEncoderForSequenceClassification,
-    TransformerEncoderForTokenClassification,
-    TransformerEncoderForQuestionAnswering,
-]
+HEADS = list(transformer_encoder.HEADS.values())  # every head the package registers
 
 
 def labels_for(model_class, input_ids, num_labels=3):

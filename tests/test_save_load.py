@@ -13,33 +13,22 @@ import torch
 from helpers import commit_into, padded_batch, tiny_config
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import EntryNotFoundError
+import transformers
 from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
-    AutoModelForPreTraining,
-    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
 )
 
+import transformer_encoder
 from transformer_encoder import (
     TransformerEncoderForMaskedLM,
-    TransformerEncoderForPreTraining,
-    TransformerEncoderForQuestionAnswering,
     TransformerEncoderForSequenceClassification,
-    TransformerEncoderForTokenClassification,
     TransformerEncoderModel,
 )
 
-AUTO_CLASSES = {
-    AutoModel: TransformerEncoderModel,
-    AutoModelForMaskedLM: TransformerEncoderForMaskedLM,
-    AutoModelForPreTraining: TransformerEncoderForPreTraining,
-    AutoModelForSequenceClassification: TransformerEncoderForSequenceClassification,
-    AutoModelForTokenClassification: TransformerEncoderForTokenClassification,
-    AutoModelForQuestionAnswering: TransformerEncoderForQuestionAnswering,
-}
+AUTO_CLASSES = {getattr(transformers, auto): head for auto, head in transformer_encoder.HEADS.items()}
 CHECKPOINT_FILES = {
     "config.json",
     "model.safetensors",

@@ -10,6 +10,7 @@ import pytest
 import torch
 import transformers_harness
 
+import transformer_encoder
 from transformer_encoder import (
     TransformerEncoderConfig,
     TransformerEncoderForMaskedLM,
@@ -30,13 +31,7 @@ ids_tensor = test_modeling_common.ids_tensor
 random_attention_mask = test_modeling_common.random_attention_mask
 ConfigTester = test_configuration_common.ConfigTester
 
-HEADS_WITH_LABELS = (
-    TransformerEncoderForMaskedLM,
-    TransformerEncoderForPreTraining,
-    TransformerEncoderForSequenceClassification,
-    TransformerEncoderForTokenClassification,
-    TransformerEncoderForQuestionAnswering,
-)
+HEADS_WITH_LABELS = tuple(head for head in transformer_encoder.HEADS.values() if head is not TransformerEncoderModel)
 
 
 class TransformerEncoderModelTester:

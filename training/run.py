@@ -18,6 +18,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None):
 
 
 def train(args, argv: list[str] | None = None):
-    """One run; `argv`, the command line, is printed back (as the command that resumes) if it is interrupted."""
+    """One run, in the shape of accelerate's `complete_nlp_example.py`; `argv`, the command line, is printed back
+    (as the command that resumes) if it is interrupted."""
     task = TASKS[args.task]
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
@@ -84,27 +86,10 @@ def train(args, argv: list[str] | None = None):
     start = starting_config(args)
     refuse_architecture_changes(args, start)
     match_segment_inputs(tokenizer, start)
-    data = task.prepare(args, raw, tokenizer, accelerator)
+    data = task.prepare(args, raw, tokenizer, accelerator, start)
     model = task.training_model(build_model(args, task, tokenizer, data), args, tokenizer)
     exported_config = apply_config(model.config, task.training_overrides(model.config))
-
-    # Loaders draw their seeds from their own generator, not the global RNG that dropout uses: a resumed run then
-    # continues from the checkpoint's RNG state exactly as the uninterrupted run did.
-    train_loader = DataLoader(
-        data.train,
-        shuffle=not args.streaming,
-        collate_fn=data.collator,
-        batch_size=args.per_device_train_batch_size,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    eval_loader = None
-    if data.validation is not None:
-        eval_loader = DataLoader(
-            data.validation,
-            collate_fn=data.eval_collator,
-            batch_size=args.per_device_eval_batch_size,
-            generator=torch.Generator().manual_seed(args.seed),
-        )
+    train_loader, eval_loader = data_loaders(args, data)
     optimizer = torch.optim.AdamW(
         parameter_groups(model, args.weight_decay),
         lr=args.learning_rate,
@@ -112,15 +97,7 @@ def train(args, argv: list[str] | None = None):
         eps=args.adam_epsilon,
     )
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
-
-    steps_per_epoch = None if args.streaming else len(train_loader) // args.gradient_accumulation_steps
-    if steps_per_epoch == 0:
-        raise UsageError(
-            f"Too little training data for one optimizer step: {len(train_loader)} batches per process, with "
-            f"--gradient_accumulation_steps={args.gradient_accumulation_steps}."
-        )
-    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    num_epochs = None if args.streaming else math.ceil(max_steps / steps_per_epoch)
+    max_steps, num_epochs = planned_steps(args, train_loader)
     # Not prepared: a prepared scheduler steps once per process per optimizer step. Saved with the checkpoints.
     scheduler = get_scheduler(
         args.lr_scheduler_type, optimizer=optimizer, num_warmup_steps=args.num_warmup_steps, num_training_steps=max_steps
@@ -134,62 +111,31 @@ def train(args, argv: list[str] | None = None):
     if args.with_tracking:
         accelerator.init_trackers("transformer_encoder", {k: v for k, v in settings.items() if v is not None})
     log = MetricsLog(accelerator, Path(args.output_dir) / "metrics.jsonl")
-
-    step, first_epoch, batches_done = 0, 0, 0
+    position = Position()
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        position = load_state(resume_from)
-        step, first_epoch, batches_done = position["step"], position["epoch"], position["batches_in_epoch"]
-        accelerator.print(f"Resumed from {resume_from} at step {step} (epoch {first_epoch}, batch {batches_done}).")
+        position = Position(**load_state(resume_from))
+        accelerator.print(f"Resumed from {resume_from} at step {position.step} (epoch {position.epoch}, "
+                          f"batch {position.batches_in_epoch}).")
 
-    progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="training")
+    loop = Loop(accelerator, args, task, data, model, optimizer, scheduler, eval_loader, log, max_steps)
     started = time.time()
     # A stream is read again (reshuffled) until max_train_steps; a dataset for num_train_epochs.
-    epochs = itertools.count(first_epoch) if args.streaming else range(first_epoch, num_epochs)
-    with Interruption() as interruption:
+    epochs = itertools.count(position.epoch) if args.streaming else range(position.epoch, num_epochs)
+    with Interruption() as interruption, loop.progress(position):
         for epoch in epochs:
-            if step >= max_steps:
+            if position.step >= max_steps:
                 break
-            model.train()
-            for seeded in (train_loader, data.collator):  # shuffling and masking differ from epoch to epoch
-                if hasattr(seeded, "set_epoch"):
-                    seeded.set_epoch(epoch)
-            whole_epoch = batches_done == 0
-            batches = train_loader if whole_epoch else accelerator.skip_first_batches(train_loader, batches_done)
-            steps_before = step
-            for window in accumulation_windows(batches, args.gradient_accumulation_steps):
-                loss = train_step(accelerator, model, optimizer, scheduler, task, window, args.max_grad_norm)
-                step += 1
-                batches_done += len(window)
-                progress.update(1)
-                if step % args.logging_steps == 0 or step == max_steps:
-                    lr = scheduler.get_last_lr()[0]
-                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                    log.write(step, {"loss": loss, "learning_rate": lr, "epoch": epoch})
-                if args.eval_steps and step % args.eval_steps == 0 and eval_loader is not None:
-                    log.write(step, task.evaluate(accelerator, model, eval_loader, data))
-                    model.train()
-                position = {"step": step, "epoch": epoch, "batches_in_epoch": batches_done}
-                if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
-                    save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
-                if interruption.stop(accelerator):
-                    progress.close()
-                    save_and_exit(accelerator, args, position, argv)
-                if step >= max_steps:
-                    break
-            if whole_epoch and step == steps_before:
-                raise UsageError("The training data ran out before a single optimizer step: add data or lower the batch size.")
-            if step < max_steps:
-                batches_done = 0
+            position = loop.epoch(train_loader, replace(position, epoch=epoch), interruption, argv)
+            if position.step < max_steps:
+                position = Position(position.step, epoch + 1, 0)
                 if args.checkpointing_steps == "epoch":
-                    position = {"step": step, "epoch": epoch + 1, "batches_in_epoch": 0}
-                    save_checkpoint(accelerator, args.output_dir, step, position, args.checkpoints_total_limit)
-    progress.close()
+                    loop.checkpoint(position)
 
     metrics = task.evaluate(accelerator, model, eval_loader, data) if eval_loader is not None else {}
     metrics["train_runtime_s"] = round(time.time() - started, 1)
-    metrics["train_steps"] = step
-    log.write(step, metrics)
+    metrics["train_steps"] = position.step
+    log.write(position.step, metrics)
     apply_config(accelerator.unwrap_model(model).config, exported_config)
     export(accelerator, model, tokenizer, args, task, data, metrics, settings)
     if args.with_tracking:
@@ -197,11 +143,118 @@ def train(args, argv: list[str] | None = None):
     return metrics
 
 
-def save_and_exit(accelerator, args, position: dict, argv: list[str] | None):
+@dataclass(frozen=True)
+class Position:
+    """How far a run has come: what a checkpoint records (`trainer_state.json`) and a resumed run starts from."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # batches of `epoch` already trained on
+
+
+def data_loaders(args, data) -> tuple[DataLoader, DataLoader | None]:
+    """Loaders draw their seeds from their own generator, not the global RNG that dropout uses: a resumed run then
+    continues from the checkpoint's RNG state exactly as the uninterrupted run did."""
+    train_loader = DataLoader(
+        data.train,
+        shuffle=not args.streaming,
+        collate_fn=data.collator,
+        batch_size=args.per_device_train_batch_size,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    if data.validation is None:
+        return train_loader, None
+    return train_loader, DataLoader(
+        data.validation,
+        collate_fn=data.eval_collator,
+        batch_size=args.per_device_eval_batch_size,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+
+def planned_steps(args, train_loader) -> tuple[int, int | None]:
+    """The optimizer steps of the run, and its epochs (None for a stream, read until the steps are done)."""
+    if args.streaming:
+        return args.max_train_steps, None
+    steps_per_epoch = len(train_loader) // args.gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise UsageError(
+            f"Too little training data for one optimizer step: {len(train_loader)} batches per process, with "
+            f"--gradient_accumulation_steps={args.gradient_accumulation_steps}."
+        )
+    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    return max_steps, math.ceil(max_steps / steps_per_epoch)
+
+
+class Loop:
+    """The training loop's steps: train an epoch, and after each optimizer step log, evaluate, checkpoint, and
+    stop cleanly on Ctrl-C."""
+
+    def __init__(self, accelerator, args, task, data, model, optimizer, scheduler, eval_loader, log, max_steps):
+        self.accelerator, self.args, self.task, self.data = accelerator, args, task, data
+        self.model, self.optimizer, self.scheduler, self.eval_loader = model, optimizer, scheduler, eval_loader
+        self.log, self.max_steps = log, max_steps
+        self.bar = None
+
+    @contextlib.contextmanager
+    def progress(self, position: Position):
+        self.bar = tqdm(total=self.max_steps, initial=position.step, desc="training",
+                        disable=not self.accelerator.is_local_main_process)
+        try:
+            yield
+        finally:
+            self.bar.close()
+
+    def epoch(self, train_loader, position: Position, interruption, argv) -> Position:
+        """Optimizer steps through the rest of `position.epoch`, or until the run's last step."""
+        self.model.train()
+        for seeded in (train_loader, self.data.collator):  # shuffling and masking differ from epoch to epoch
+            if hasattr(seeded, "set_epoch"):
+                seeded.set_epoch(position.epoch)
+        whole_epoch = position.batches_in_epoch == 0
+        batches = train_loader if whole_epoch else self.accelerator.skip_first_batches(
+            train_loader, position.batches_in_epoch)
+        steps_before = position.step
+        for window in accumulation_windows(batches, self.args.gradient_accumulation_steps):
+            loss = train_step(self.accelerator, self.model, self.optimizer, self.scheduler, self.task, window,
+                              self.args.max_grad_norm)
+            position = replace(position, step=position.step + 1,
+                               batches_in_epoch=position.batches_in_epoch + len(window))
+            self.bar.update(1)
+            self.after_step(position, loss)
+            if interruption.stop(self.accelerator):
+                self.bar.close()
+                save_and_exit(self.accelerator, self.args, position, argv)
+            if position.step >= self.max_steps:
+                break
+        if whole_epoch and position.step == steps_before:
+            raise UsageError("The training data ran out before a single optimizer step: add data or lower the batch size.")
+        return position
+
+    def after_step(self, position: Position, loss: float):
+        """Log every --logging_steps (and at the last step), evaluate every --eval_steps, checkpoint every
+        --checkpointing_steps."""
+        step, args = position.step, self.args
+        if step % args.logging_steps == 0 or step == self.max_steps:
+            lr = self.scheduler.get_last_lr()[0]
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            self.log.write(step, {"loss": loss, "learning_rate": lr, "epoch": position.epoch})
+        if args.eval_steps and step % args.eval_steps == 0 and self.eval_loader is not None:
+            self.log.write(step, self.task.evaluate(self.accelerator, self.model, self.eval_loader, self.data))
+            self.model.train()
+        if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
+            self.checkpoint(position)
+
+    def checkpoint(self, position: Position):
+        save_checkpoint(self.accelerator, self.args.output_dir, position.step, asdict(position),
+                        self.args.checkpoints_total_limit)
+
+
+def save_and_exit(accelerator, args, position: Position, argv: list[str] | None):
     """After Ctrl-C: a checkpoint of the position reached, the command that resumes from it, exit code 130."""
-    saved = save_checkpoint(accelerator, args.output_dir, position["step"], position, args.checkpoints_total_limit)
+    saved = save_checkpoint(accelerator, args.output_dir, position.step, asdict(position), args.checkpoints_total_limit)
     command = resume_command(argv or [], accelerator.num_processes)
-    accelerator.print(f"\nInterrupted at step {position['step']}: saved {saved}. Resume with:\n  {command}", file=sys.stderr)
+    accelerator.print(f"\nInterrupted at step {position.step}: saved {saved}. Resume with:\n  {command}", file=sys.stderr)
     sys.exit(130)
 
 

@@ -47,8 +47,9 @@ class Task:
     def check_arguments(self, args):
         """Checks between the task's options; raise UsageError."""
 
-    def prepare(self, args, raw, tokenizer, accelerator) -> TaskData:
-        """Check the raw data, tokenize it, and choose collators. Writes nothing to the output folder."""
+    def prepare(self, args, raw, tokenizer, accelerator, start_config) -> TaskData:
+        """Check the raw data, tokenize it, and choose collators. Writes nothing to the output folder.
+        `start_config`: the config of the checkpoint the run starts from (`starting_config`), loaded once."""
         raise NotImplementedError
 
     def model_kwargs(self, data: TaskData) -> dict:

@@ -5,7 +5,7 @@ import torch
 
 from ..data import map_options, pick_column
 from ..labels import check_labels, label_mapping, match_checkpoint_labels
-from .base import Task, TaskData, starting_config
+from .base import Task, TaskData
 
 
 class ClassificationTask(Task):
@@ -13,13 +13,13 @@ class ClassificationTask(Task):
     per_token = False
     collator_class: type  # pads a batch of the encoded examples
 
-    def prepare(self, args, raw, tokenizer, accelerator) -> TaskData:
+    def prepare(self, args, raw, tokenizer, accelerator, start_config) -> TaskData:
         columns = self.columns(args, raw)
         label_column = columns["label"]
         for split, dataset in raw.items():
             check_labels(dataset, label_column, split, self.per_token)
         mapping = label_mapping(raw["train"], label_column, self.per_token)
-        names, value_to_id = match_checkpoint_labels(args, starting_config(args), self.auto_class, *(mapping or (None, None)))
+        names, value_to_id = match_checkpoint_labels(args, start_config, self.auto_class, *(mapping or (None, None)))
         encoded = {}
         with accelerator.main_process_first():
             for split, dataset in raw.items():

@@ -29,7 +29,7 @@ class MaskedLanguageModeling(Task):
             "--mlm_probability", type=open_unit_interval, default=0.15, help="share of tokens masked (mlm and rtd)"
         )
 
-    def prepare(self, args, raw, tokenizer, accelerator) -> TaskData:
+    def prepare(self, args, raw, tokenizer, accelerator, start_config) -> TaskData:
         text_column = pick_column(raw["train"], args.text_column_name, self.text_columns, "--text_column_name")
         packed = pack_for_mlm(raw, tokenizer, text_column, args, accelerator.main_process_first)
         return TaskData(

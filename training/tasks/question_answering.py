@@ -56,7 +56,7 @@ class QuestionAnswering(Task):
                 "windows share doc_stride tokens, and the question takes room too"
             )
 
-    def prepare(self, args, raw, tokenizer, accelerator) -> TaskData:
+    def prepare(self, args, raw, tokenizer, accelerator, start_config) -> TaskData:
         if not tokenizer.is_fast:
             raise UsageError("Question answering needs a fast tokenizer: it maps tokens back to characters.")
         columns = {

@@ -28,10 +28,10 @@ class TokenClassification(ClassificationTask):
             help="label every sub-word piece, not only the first of each word",
         )
 
-    def prepare(self, args, raw, tokenizer, accelerator):
+    def prepare(self, args, raw, tokenizer, accelerator, start_config):
         if not tokenizer.is_fast:
             raise UsageError("Token classification needs a fast tokenizer (it maps pieces back to words).")
-        data = super().prepare(args, raw, tokenizer, accelerator)
+        data = super().prepare(args, raw, tokenizer, accelerator, start_config)
         if data.labels is None:
             raise UsageError(f"Token labels in {data.columns['label']!r} must be tags or class ids, not real numbers.")
         return data
