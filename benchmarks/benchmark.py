@@ -45,7 +45,7 @@ SIZES = {
     "base": dict(hidden=768, layers=12, heads=12, ffn=3072, vocab=30522),
 }
 SETTLE_SECONDS = 0.1  # pause before each timed run (see time_alternating)
-DATA = DATA_DIR  # --data moves it
+DATA = DATA_DIR  # --data_dir moves it
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -363,7 +363,7 @@ def peak_memory(factory, name, workload, batches, device, dtype) -> float | None
 
 def cpu_peak_rss(args, size_name, workload, name) -> float:
     command = [sys.executable, __file__, "--probe", size_name, workload, name, "--seq", str(args.seq), "--batch",
-               str(args.batch), "--data", args.data]
+               str(args.batch), "--data_dir", args.data]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -595,7 +595,7 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row for our model")
     parser.add_argument("--memory", action="store_true", help="measure peak memory (CPU: one process each)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--data", default=str(DATA), help="folder holding sst2/ and conll2003/")
+    parser.add_argument("--data_dir", "--data", dest="data", default=str(DATA), help="folder holding sst2/ and conll2003/")
     parser.add_argument("--report_from", help="redraw the table and chart of an earlier run's results-*.json")
     parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -610,7 +610,7 @@ def main(argv=None):
                             Path(args.report_from).with_suffix(""), saved["machine"], saved["torch"])
     missing = missing_sentence_file(Path(args.data)) if "variable" in args.workloads else None
     if missing is not None:
-        sys.exit(f"benchmark.py: the sentence-batch workload reads {missing}, which is missing (set --data, or leave "
+        sys.exit(f"benchmark.py: the sentence-batch workload reads {missing}, which is missing (set --data_dir, or leave "
                  "out `variable` from --workloads).")
     device = args.device
     dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))

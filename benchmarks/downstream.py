@@ -24,7 +24,7 @@ from pathlib import Path
 
 from transformer_encoder.benchmarks import DATA_DIR
 
-DATA = DATA_DIR  # --data moves it
+DATA = DATA_DIR  # --data_dir moves it
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def main(argv=None):
     parser.add_argument("checkpoint", nargs="?", help="a pretrained checkpoint folder (or Hub name)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--output_dir", help="default: runs/downstream/<checkpoint folder name>")
-    parser.add_argument("--data", type=Path, default=DATA, help=f"the shared data folder (default {DATA})")
+    parser.add_argument("--data_dir", "--data", dest="data", type=Path, default=DATA, help=f"the shared data folder (default {DATA})")
     parser.add_argument("--max_train_steps", type=int, help="override every task's budget (quick looks, tests)")
     parser.add_argument("--table", nargs="+", type=Path, help="only print one table from these downstream.json files")
     args, passthrough = parser.parse_known_args(argv)
@@ -132,7 +132,7 @@ def main(argv=None):
     if not args.checkpoint:
         parser.error("give a checkpoint to fine-tune (or --table FILES)")
     if not (args.data / "README.md").is_file():
-        parser.error(f"no shared data folder at {args.data}: pass --data")
+        parser.error(f"no shared data folder at {args.data}: pass --data_dir")
     args.output_dir = args.output_dir or str(Path("runs") / "downstream" / Path(args.checkpoint).name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = [fine_tune(name, args.checkpoint, args, passthrough) for name in args.tasks]

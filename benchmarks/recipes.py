@@ -147,11 +147,11 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="runs/recipes")
     parser.add_argument("--steps", type=int, help="pretraining steps for every recipe instead of --minutes (tests)")
     parser.add_argument("--downstream_steps", type=int, help="override downstream.py's budgets (tests)")
-    parser.add_argument("--data", type=Path, default=downstream.DATA)
+    parser.add_argument("--data_dir", "--data", dest="data", type=Path, default=downstream.DATA, help="the shared data folder")
     args, passthrough = parser.parse_known_args(argv)
     args.passthrough = passthrough  # options for every pretraining run
     if not (args.data / "README.md").is_file():
-        parser.error(f"no shared data folder at {args.data}: pass --data")
+        parser.error(f"no shared data folder at {args.data}: pass --data_dir")
 
     out = Path(args.output_dir)
     text = pretraining_text(args.data, out)

@@ -41,7 +41,7 @@ def test_one_round_writes_the_table_the_numbers_and_the_chart(tmp_path):
 
 
 def test_missing_sentence_data_is_named_in_one_line(tmp_path):
-    command = [sys.executable, BENCHMARK, *SMALL, "--workloads", "variable", "--data", tmp_path, "--out", tmp_path]
+    command = [sys.executable, BENCHMARK, *SMALL, "--workloads", "variable", "--data_dir", tmp_path, "--out", tmp_path]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"benchmark.py: the sentence-batch workload reads "
