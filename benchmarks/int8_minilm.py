@@ -6,17 +6,15 @@ fidelity of each scheme to fp32 and speed against ONNX Runtime and, where instal
 Fidelity: mean-pooled, normalised embeddings of the first 96 SST-2 dev sentences, cosine to fp32 (median, min), and
 STS-B validation (first 600 pairs) cosine Spearman. Speed: real tokens per second on SST-2 dev sentences in batches
 of 16 padded to the longest, and on fixed 16×128 batches of random ids; contenders alternate within each round,
-ratios are medians over rounds of the ratio within a round. Writes `int8-minilm.md` and `.json` into --out.
+ratios are medians over rounds of the ratio within a round (`benchmark.py`'s timing and pairing). Writes `int8-minilm.md` and `.json` into --out.
 """
 
 import argparse
 import copy
 import csv
 import json
-import platform
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -28,31 +26,22 @@ from transformers import AutoModel, AutoTokenizer
 from transformer_encoder.convert import convert
 from transformer_encoder.cpu import cpu_computes_bf16, cpu_has_vnni
 from transformer_encoder.export import QUANTIZED_ONNX, export, onnx_session
-from transformer_encoder.quantization import quantize_int8
+from transformer_encoder.quantization import _int8_linear_class, quantize_int8
 from transformer_encoder.sentence_embeddings import encode
 from transformer_encoder.benchmarks import DATA_DIR
+from transformer_encoder.benchmarks.benchmark import machine_name, speedup, time_alternating
 
 
-def torch_ao_int8(model, per_channel: bool):
-    """`quantize_dynamic` as it comes: 7-bit activations, one weight scale per matrix or per output channel."""
+def torch_ao_int8(model, per_channel: bool, reduce_range: bool = True):
+    """`quantize_dynamic` with one weight scale per matrix or per output channel, and 7-bit activations (its
+    default, `reduce_range`) or 8-bit (quantize_int8's fbgemm maps, without its per-token fc2)."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(copy.deepcopy(model), {nn.Linear: qconfig}, dtype=torch.qint8)
-
-
-def per_channel_8bit(model):
-    """One weight scale per output channel and 8-bit activations everywhere: quantize_int8 without its per-token fc2."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    from transformer_encoder.quantization import _int8_linear_class
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(copy.deepcopy(model), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                                mapping={nn.Linear: _int8_linear_class(reduce_range=False)})
+        return quantize_dynamic(copy.deepcopy(model), {nn.Linear: qconfig}, dtype=torch.qint8,
+                                mapping={nn.Linear: _int8_linear_class(reduce_range)})
 
 
 SCHEMES = {
@@ -60,7 +49,8 @@ SCHEMES = {
         torch.bfloat16),
     "one weight scale per matrix, 7-bit activations (torch's default)": lambda m: torch_ao_int8(m, per_channel=False),
     "one weight scale per output channel, 7-bit activations": lambda m: torch_ao_int8(m, per_channel=True),
-    "one weight scale per output channel, 8-bit activations (needs VNNI)": per_channel_8bit,
+    "one weight scale per output channel, 8-bit activations (needs VNNI)": lambda m: torch_ao_int8(
+        m, per_channel=True, reduce_range=False),
     "quantize_int8 (per channel; 8-bit activations with VNNI; fc2 per token)": quantize_int8,
 }
 
@@ -107,21 +97,6 @@ def openvino_runners(path: Path) -> dict:
     return runners
 
 
-def time_rounds(runners: dict, batches: list, rounds: int) -> dict[str, list[float]]:
-    """Seconds per pass over `batches`, each contender once a round, the order reversing every round."""
-    seconds = {name: [] for name in runners}
-    for run in runners.values():  # warm-up
-        run(batches[0])
-    for r in range(rounds):
-        for name in (list(runners) if r % 2 == 0 else list(reversed(runners))):
-            time.sleep(0.1)
-            start = time.perf_counter()
-            for batch in batches:
-                runners[name](batch)
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=str(DATA_DIR),
@@ -163,13 +138,14 @@ def main(argv=None):
     speed = {}
     for workload, batches in {"SST-2 dev sentences, batches of 16": sentence_batches, "fixed 16x128": fixed}.items():
         tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-        seconds = time_rounds(runners, batches, args.rounds)
-        speed[workload] = {name: {"tokens_per_s": tokens / statistics.median(s), "seconds": s} for name, s in seconds.items()}
-        for name in runners:
-            ratios = [o / s for o, s in zip(seconds["ONNX Runtime int8 (per channel)"], seconds[name])]
-            speed[workload][name]["vs_onnx_runtime_int8"] = statistics.median(ratios)
+        passes = {name: (lambda run=run: [run(batch) for batch in batches]) for name, run in runners.items()}
+        seconds = time_alternating(passes, args.rounds, "cpu")
+        rows = {name: {"tokens_per_s": tokens / statistics.median(s), "seconds": s} for name, s in seconds.items()}
+        for row in rows.values():
+            row["vs_onnx_runtime_int8"], row["rounds_won"] = speedup(row, rows["ONNX Runtime int8 (per channel)"])
+        speed[workload] = rows
 
-    machine = f"{platform.processor() or platform.machine()}, {cpu_name()}, {args.threads} threads, torch {torch.__version__}"
+    machine = f"{machine_name('cpu')}, torch {torch.__version__}"
     features = f"native bf16: {cpu_computes_bf16()}, VNNI: {cpu_has_vnni()}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,17 +157,11 @@ def main(argv=None):
               for name, r in results.items()]
     for workload, rows in speed.items():
         lines += [f"\n{workload}: real tokens per second (ratio to ONNX Runtime int8, median over {args.rounds} rounds)\n",
-                  "| contender | tokens/s | ratio |", "|---|---|---|"]
-        lines += [f"| {name} | {r['tokens_per_s']:,.0f} | {r['vs_onnx_runtime_int8']:.2f} |" for name, r in rows.items()]
+                  "| contender | tokens/s | ratio, rounds won |", "|---|---|---|"]
+        lines += [f"| {name} | {r['tokens_per_s']:,.0f} | {r['vs_onnx_runtime_int8']:.2f}, {r['rounds_won']} |"
+                  for name, r in rows.items()]
     (out / "int8-minilm.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -223,8 +223,7 @@ class Loop:
             self.bar.update(1)
             self.after_step(position, loss)
             if interruption.stop(self.accelerator):
-                self.bar.close()
-                save_and_exit(self.accelerator, self.args, position, argv)
+                self.save_and_exit(position, argv)
             if position.step >= self.max_steps:
                 break
         if whole_epoch and position.step == steps_before:
@@ -245,17 +244,18 @@ class Loop:
         if args.checkpointing_steps not in (None, "epoch") and step % int(args.checkpointing_steps) == 0:
             self.checkpoint(position)
 
-    def checkpoint(self, position: Position):
-        save_checkpoint(self.accelerator, self.args.output_dir, position.step, asdict(position),
-                        self.args.checkpoints_total_limit)
+    def checkpoint(self, position: Position) -> Path:
+        return save_checkpoint(self.accelerator, self.args.output_dir, position.step, asdict(position),
+                               self.args.checkpoints_total_limit)
 
-
-def save_and_exit(accelerator, args, position: Position, argv: list[str] | None):
-    """After Ctrl-C: a checkpoint of the position reached, the command that resumes from it, exit code 130."""
-    saved = save_checkpoint(accelerator, args.output_dir, position.step, asdict(position), args.checkpoints_total_limit)
-    command = resume_command(argv or [], accelerator.num_processes)
-    accelerator.print(f"\nInterrupted at step {position.step}: saved {saved}. Resume with:\n  {command}", file=sys.stderr)
-    sys.exit(130)
+    def save_and_exit(self, position: Position, argv: list[str] | None):
+        """After Ctrl-C: a checkpoint of the position reached, the command that resumes from it, exit code 130."""
+        self.bar.close()
+        saved = self.checkpoint(position)
+        command = resume_command(argv or [], self.accelerator.num_processes)
+        self.accelerator.print(f"\nInterrupted at step {position.step}: saved {saved}. Resume with:\n  {command}",
+                               file=sys.stderr)
+        sys.exit(130)
 
 
 def apply_config(config, values: dict) -> dict:
