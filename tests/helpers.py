@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -54,6 +55,12 @@ def commit_into(folder: Path):
 
 # What every command under test runs with, in this process or a fresh one: offline, one thread.
 CLI_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+# The training command under `accelerate launch` with two CPU processes (see tests/test_training.py's `cli`).
+TWO_PROCESSES = dict(
+    launcher=[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", "0", "-m"],
+    env={"ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo"},
+)
 
 
 def run_in_process(main, args, env=None) -> subprocess.CompletedProcess:

@@ -255,7 +255,7 @@ def test_rtd_saves_the_discriminator_and_the_generator_beside_it(rtd_run):
 def test_continued_pretraining_takes_the_generator_beside_the_checkpoint(rtd_run, tmp_path, capsys):
     args = argparse.Namespace(model_name_or_path=str(rtd_run), generator_size=0.25, rtd_weight=50.0,
                               attn_implementation="sdpa")
-    model = TASK.training_model(AutoModelForPreTraining.from_pretrained(rtd_run), args, None)
+    model = TASK.training_model(AutoModelForPreTraining.from_pretrained(rtd_run), args, None, None)
     saved = final_weights(rtd_run / "generator")
     loaded = model.generator.state_dict()
     assert max_difference({k: loaded[k] for k in saved}, saved) == 0.0
@@ -264,7 +264,7 @@ def test_continued_pretraining_takes_the_generator_beside_the_checkpoint(rtd_run
     # a masked-LM checkpoint has no generator: a fresh one, said so
     TransformerEncoderForMaskedLM(tiny_config()).save_pretrained(tmp_path / "mlm")
     args.model_name_or_path = str(tmp_path / "mlm")
-    model = TASK.training_model(AutoModelForPreTraining.from_pretrained(tmp_path / "mlm"), args, None)
+    model = TASK.training_model(AutoModelForPreTraining.from_pretrained(tmp_path / "mlm"), args, None, None)
     assert "has no generator/ beside it: training a fresh generator" in capsys.readouterr().err
     assert model.generator.config.num_hidden_layers == 1 and model.generator.lm_head.decoder.weight is (
         model.discriminator.model.embeddings.token_embeddings.weight

@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from helpers import CLI_ENVIRONMENT, commit_into, train_in_process
+from helpers import CLI_ENVIRONMENT, TWO_PROCESSES, commit_into, train_in_process
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, pipeline
 
@@ -127,13 +127,6 @@ def test_the_recipe_file_is_one_option_away(tmp_path):
     args = parse_args([str(recipe), "--output_dir", str(tmp_path / "out"), "--num_hidden_layers", "2"])
     assert (args.task, args.hidden_act, args.position_embedding_type, args.norm_first) == ("mlm", "geglu", "rotary", True)
     assert (args.hidden_size, args.num_hidden_layers, args.learning_rate) == (256, 2, 5e-4)
-
-
-TWO_PROCESSES = dict(
-    launcher=[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--main_process_port", "0", "-m"],
-    env={"ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo"},
-)
 
 
 def card_settings(folder: Path) -> dict:

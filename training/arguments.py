@@ -284,9 +284,9 @@ def check(args, task):
         raise UsageError(f"--checkpointing_steps takes a number of steps or 'epoch', got {args.checkpointing_steps!r}")
     if args.max_seq_length < 8:
         raise UsageError(f"--max_seq_length={args.max_seq_length} is too short to hold any text")
+    task.check_arguments(args)
     if not task.pretraining and not (args.model_name_or_path or args.tokenizer_name):
         raise UsageError(f"{task.name} fine-tunes a model: give --model_name_or_path (or at least --tokenizer_name)")
-    task.check_arguments(args)
 
 
 def _options_from_file(path: Path, parser: argparse.ArgumentParser) -> list[str]:

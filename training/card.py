@@ -34,7 +34,7 @@ def write_model_card(path, task, args, columns: dict, metrics: dict, settings: d
 
 A Transformer encoder (*Attention Is All You Need*) trained with
 [transformer-encoder](https://pypi.org/project/transformer-encoder/): {task.title.lower()} on
-{args.dataset_label} (columns: {read}).
+{args.dataset_label} (columns: {read}). {task.card_notes(args, metrics)}
 
 ## Use
 

@@ -87,7 +87,7 @@ def train(args, argv: list[str] | None = None):
     refuse_architecture_changes(args, start)
     match_segment_inputs(tokenizer, start)
     data = task.prepare(args, raw, tokenizer, accelerator, start)
-    model = task.training_model(build_model(args, task, tokenizer, data), args, tokenizer)
+    model = task.training_model(build_model(args, task, tokenizer, data), args, tokenizer, data)
     exported_config = apply_config(model.config, task.training_overrides(model.config))
     train_loader, eval_loader = data_loaders(args, data)
     optimizer = torch.optim.AdamW(

@@ -56,7 +56,7 @@ class Task:
         """Config values of the head (labels, problem type), given to `from_pretrained` / the config."""
         return {}
 
-    def training_model(self, model, args, tokenizer) -> torch.nn.Module:
+    def training_model(self, model, args, tokenizer, data: TaskData) -> torch.nn.Module:
         """The module the loop trains, built around the model the options named (loaded or created as
         `auto_class`). It has the model's `config` and a `save_pretrained(folder, is_main_process, state_dict)`
         that writes what the run exports. Default: the model itself."""
@@ -77,6 +77,10 @@ class Task:
 
     def card_tags(self) -> list[str]:
         return [self.pipeline_tag]
+
+    def card_notes(self, args, metrics: dict) -> str:
+        """What the model card says about how this model was made, beyond the task and data."""
+        return ""
 
     def card_usage(self, model_name: str) -> str:
         """The model card's "Use" section."""

@@ -19,7 +19,7 @@ class ClassificationTask(Task):
         for split, dataset in raw.items():
             check_labels(dataset, label_column, split, self.per_token)
         mapping = label_mapping(raw["train"], label_column, self.per_token)
-        names, value_to_id = match_checkpoint_labels(args, start_config, self.auto_class, *(mapping or (None, None)))
+        names, value_to_id = self.match_labels(args, start_config, *(mapping or (None, None)))
         encoded = {}
         with accelerator.main_process_first():
             for split, dataset in raw.items():
@@ -35,6 +35,11 @@ class ClassificationTask(Task):
             labels=names,
             columns=columns,
         )
+
+    def match_labels(self, args, start_config, names, value_to_id):
+        """The label names in id order and the map from data values to ids (None, None for regression): a
+        checkpoint already fine-tuned for these labels keeps its ids."""
+        return match_checkpoint_labels(args, start_config, self.auto_class, names, value_to_id)
 
     def columns(self, args, raw) -> dict[str, str]:
         """The data columns to read, by role, present in every split."""

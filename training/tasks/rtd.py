@@ -60,7 +60,7 @@ class ReplacedTokenDetection(MaskedLanguageModeling):
     def training_overrides(self, config) -> dict:
         return {}  # the generator predicts sparsely (GeneratorDiscriminator); the discriminator has no LM head
 
-    def training_model(self, model, args, tokenizer):
+    def training_model(self, model, args, tokenizer, data):
         if not isinstance(model, TransformerEncoderForPreTraining):
             raise UsageError(
                 f"rtd trains this package's encoder, not {type(model).__name__}: convert the checkpoint first "
