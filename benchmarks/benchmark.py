@@ -123,22 +123,13 @@ class TorchEncoder(nn.Module):
 
 
 class OnnxRuntimeModel(nn.Module):
-    """A peer exported to ONNX as users serve it: `torch.onnx.export` (the TorchScript exporter, opset 17, dynamic
-    batch and sequence), run by ONNX Runtime on CPU with every graph optimisation and torch's thread count;
-    `int8`: ONNX Runtime's dynamic quantization of that graph."""
+    """A peer's ONNX graph (`exported_peer`) run by ONNX Runtime on CPU with every graph optimisation and torch's
+    thread count; `int8`: ONNX Runtime's dynamic quantization of that graph."""
 
     def __init__(self, model, int8: bool = False):
         super().__init__()
         self.counted_parameters = parameters(model)
-        self.folder = tempfile.TemporaryDirectory(prefix="onnx-peer-")
-        path = Path(self.folder.name) / "model.onnx"
-        example = fixed_batches(model.config.vocab_size, "cpu", 2, 8)[0]
-        names = ["input_ids", "attention_mask"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            signature = ServingSignature(model.eval(), ["last_hidden_state", "pooler_output"])
-            torch.onnx.export(signature, example, path, dynamo=False, opset_version=17, input_names=names,
-                              dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names})
+        self.folder, path = exported_peer(model)
         if int8:
             quantize_onnx(path, path.with_name("model_quantized.onnx"))
             path = path.with_name("model_quantized.onnx")
@@ -147,6 +138,57 @@ class OnnxRuntimeModel(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         return self.session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+
+
+def exported_peer(model) -> tuple[tempfile.TemporaryDirectory, Path]:
+    """`model` exported as users serve it: `torch.onnx.export` (the TorchScript exporter, opset 17, dynamic batch and
+    sequence). The folder lives as long as the returned object."""
+    folder = tempfile.TemporaryDirectory(prefix="onnx-peer-")
+    path = Path(folder.name) / "model.onnx"
+    example = fixed_batches(model.config.vocab_size, "cpu", 2, 8)[0]
+    names = ["input_ids", "attention_mask"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        signature = ServingSignature(model.eval(), ["last_hidden_state", "pooler_output"])
+        torch.onnx.export(signature, example, path, dynamo=False, opset_version=17, input_names=names,
+                          dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names})
+    return folder, path
+
+
+class OpenVinoModel(nn.Module):
+    """A peer's ONNX graph (`exported_peer`) compiled by OpenVINO for the CPU, in `precision` (None: OpenVINO's
+    default for this CPU, bf16 where the CPU computes it), with torch's thread count."""
+
+    def __init__(self, model, precision: str | None = None):
+        super().__init__()
+        self.counted_parameters = parameters(model)
+        self.folder, path = exported_peer(model)
+        self.request = openvino_compiled(path, precision).create_infer_request()
+        self.own_dtype = torch.float32  # its inputs are ids; its precision is its own
+
+    def forward(self, input_ids, attention_mask):
+        return self.request.infer({"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+
+
+def openvino_compiled(path: Path, precision: str | None = None):
+    """An ONNX graph compiled by OpenVINO for the CPU with torch's thread count, in `precision` (None: its default)."""
+    import openvino
+
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    return openvino.Core().compile_model(str(path), "CPU", config)
+
+
+def openvino_precisions() -> dict[str, str | None]:
+    """The OpenVINO rows to run: its default precision on this CPU, and f32 where that differs, by the precision
+    each runs in; none where the `openvino` package (the bench extra) is absent."""
+    try:
+        import openvino
+    except ImportError:
+        return {}
+    default = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    return {default: None, **({"f32": "f32"} if default != "f32" else {})}
 
 
 def in_own_dtype(model, dtype):
@@ -178,6 +220,8 @@ def contenders(size, max_len, mlm, device="cpu", dtype=torch.float32):
         found["ours (int8)"] = lambda: ours_int8(size, max_len)
         found["ONNX Runtime fp32 (BERT)"] = lambda: OnnxRuntimeModel(bert(size, max_len))
         found["ONNX Runtime int8 (BERT)"] = lambda: OnnxRuntimeModel(bert(size, max_len), int8=True)
+        for shown, hint in openvino_precisions().items():
+            found[f"OpenVINO {shown} (BERT)"] = lambda hint=hint: OpenVinoModel(bert(size, max_len), hint)
         if dtype != torch.float32:
             found["ours (sdpa, fp32)"] = lambda: in_own_dtype(ours(size, max_len), torch.float32)
     return found

@@ -29,7 +29,7 @@ from transformer_encoder.export import QUANTIZED_ONNX, export, onnx_session
 from transformer_encoder.quantization import _int8_linear_class, quantize_int8
 from transformer_encoder.sentence_embeddings import encode
 from transformer_encoder.benchmarks import DATA_DIR
-from transformer_encoder.benchmarks.benchmark import machine_name, speedup, time_alternating
+from transformer_encoder.benchmarks.benchmark import machine_name, openvino_compiled, speedup, time_alternating
 
 
 def torch_ao_int8(model, per_channel: bool, reduce_range: bool = True):
@@ -87,8 +87,7 @@ def openvino_runners(path: Path) -> dict:
         return {}
     runners = {}
     for hint in (None, "f32"):
-        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), **({"INFERENCE_PRECISION_HINT": hint} if hint else {})}
-        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        compiled = openvino_compiled(path, hint)
         precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         names = [i.get_any_name() for i in compiled.inputs]
         request = compiled.create_infer_request()

@@ -48,6 +48,7 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=str(DATA_DIR), help="folder holding sst2/")
     parser.add_argument("--out", required=True, help="folder for students.md and .json")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sentences", type=int, help="the first N dev sentences only (default: all 872)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     sentences_file = Path(args.data_dir) / "sst2" / "validation.csv"
@@ -57,7 +58,7 @@ def main(argv=None):
 
     folders = dict([args.teacher, *args.student])
     tokenizer = AutoTokenizer.from_pretrained(folders["teacher"])  # the students read the teacher's tokens
-    dev = [r["sentence"] for r in csv.DictReader(sentences_file.open())]
+    dev = [r["sentence"] for r in csv.DictReader(sentences_file.open())][:args.sentences]
     batches = [dict(tokenizer(dev[i:i + 16], padding=True, return_tensors="pt")) for i in range(0, len(dev), 16)]
     models = {name: AutoModelForSequenceClassification.from_pretrained(folder).eval() for name, folder in folders.items()}
     precisions = {"fp32": lambda m: m}

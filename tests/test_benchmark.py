@@ -104,3 +104,25 @@ def test_the_report_names_the_allocator_settings(benchmark, monkeypatch):
     assert benchmark.allocator() == "default malloc"
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1073741824")
     assert benchmark.allocator() == "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1073741824"
+
+
+def test_openvino_runs_the_peers_graph_in_the_precision_its_row_names(benchmark):
+    """OpenVINO (the bench extra) joins the CPU serving anchors, one row per precision; in f32 it computes BERT's
+    outputs."""
+    pytest.importorskip("openvino", reason="OpenVINO comes with the bench extra")
+    size = dict(hidden=32, layers=1, heads=2, ffn=64, vocab=100)
+    factories = benchmark.contenders(size, 8, mlm=False, device="cpu")
+    rows = [name for name in factories if name.startswith("OpenVINO")]
+    assert "OpenVINO f32 (BERT)" in rows and 1 <= len(rows) <= 2
+    torch.manual_seed(0)
+    peer = benchmark.bert(size, 8).eval()
+    ids, mask = benchmark.fixed_batches(size["vocab"], "cpu", 2, 8)[0]
+    mask[1, 5:] = 0
+    with torch.inference_mode():
+        expected = peer(ids, attention_mask=mask).last_hidden_state
+    got = benchmark.OpenVinoModel(peer, "f32")(ids, mask)
+    assert torch.allclose(torch.from_numpy(got[0]), expected, atol=1e-4)
+    batches = benchmark.fixed_batches(size["vocab"], "cpu", 2, 8)
+    seconds = benchmark.time_alternating({name: benchmark.make_runner(name, factories[name](), "fixed", batches, "cpu",
+                                                                      torch.float32) for name in rows}, 1, "cpu")
+    assert all(len(s) == 1 and s[0] > 0 for s in seconds.values())

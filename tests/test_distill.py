@@ -13,7 +13,7 @@ from datasets import Dataset
 from helpers import TWO_PROCESSES, tiny_config, train_in_process
 from safetensors.torch import load_file
 from test_training import card_settings, cli, final_weights, max_difference
-from transformer_encoder.benchmarks import DATA_DIR
+from transformer_encoder.benchmarks import DATA_DIR, students
 from transformer_encoder.training.errors import UsageError
 from transformer_encoder.training.student_init import (
     check_student_shape,
@@ -216,6 +216,15 @@ def test_the_teachers_signal_on_unlabelled_text_makes_a_better_student(minilm_te
     assert scores[0.5]["teacher_accuracy"] > 0.7, scores  # measured 0.77; the student alone stays at chance (0.50)
     assert scores[0.5]["accuracy"] > scores[0.0]["accuracy"] + 0.1, scores  # measured 0.71
 
+    # the comparison table of benchmarks/students.py, from these runs
+    students.main(["--teacher", str(minilm_teacher), "--student", f"distilled={tmp_path / 'alpha0.5'}",
+                   "--student", f"no teacher={tmp_path / 'alpha0.0'}", "--out", str(tmp_path / "table"),
+                   "--rounds", "1", "--sentences", "32", "--threads", str(torch.get_num_threads())])
+    rows = json.loads((tmp_path / "table" / "students.json").read_text())["rows"]
+    assert rows["distilled"]["score"] == scores[0.5]["accuracy"] and rows["teacher"]["fp32"]["vs_teacher"] == 1.0
+    assert rows["teacher"]["parameters"] > 20e6 > 3e6 > rows["distilled"]["parameters"]
+    assert rows["distilled"]["fp32"]["sentences_per_s"] > 0 and rows["distilled"]["size"] == "d64, 2 layers"
+
 
 def tiny_teacher(folder: Path, tokenizer, **head) -> Path:
     """A tiny classifier with BERT's two segments, saved with `tokenizer`: random weights are a teacher too."""
@@ -358,3 +367,13 @@ def test_two_processes_and_accumulation_match_one_process(sentiment_teacher, tmp
     reference = final_weights(tmp_path / "one")
     assert max_difference(final_weights(tmp_path / "accumulated"), reference) < 1e-5
     assert max_difference(final_weights(tmp_path / "two"), reference) < 1e-5
+
+
+@pytest.mark.parametrize("name, message", [("nope.csv", "does not exist"), ("rows.xml", "Cannot read --unlabeled_file")])
+def test_an_unreadable_unlabeled_file_is_refused_before_anything_is_written(sentiment_teacher, tmp_path, name, message):
+    (tmp_path / "rows.xml").write_text("<rows/>")
+    out = tmp_path / "out"
+    result = train("--teacher_name_or_path", sentiment_teacher, "--train_file", sst2_slice(tmp_path, "train", 0, 32),
+                   "--unlabeled_file", tmp_path / name, "--output_dir", out, *TINY_STUDENT, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not out.exists()

@@ -17,7 +17,8 @@ SUBCOMMANDS = {
     "export": ("transformer_encoder.export", "export a checkpoint to ONNX (optionally int8) or an ExportedProgram"),
     "visualize": ("transformer_encoder.visualize", "draw attention heatmaps or a training run's curves"),
     "downstream": ("transformer_encoder.benchmarks.downstream", "fine-tune a checkpoint on SST-2, STS-B, CoNLL-2003"),
-    "benchmark": ("transformer_encoder.benchmarks.benchmark", "speed and memory against BERT, ModernBERT, ONNX Runtime"),
+    "benchmark": ("transformer_encoder.benchmarks.benchmark",
+                  "speed and memory against BERT, ModernBERT, ONNX Runtime, OpenVINO"),
 }
 
 

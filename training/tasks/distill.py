@@ -20,11 +20,12 @@ checkpoint (--model_name_or_path), or cut from the teacher's own weights (--stud
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset, concatenate_datasets, load_dataset
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -225,11 +226,11 @@ class Distillation(SequenceClassification):
     def unlabeled_rows(self, args, columns, tokenizer, regression) -> Dataset:
         """--unlabeled_file, read with the training file's text column(s)."""
         path = args.unlabeled_file
-        builder = FILE_BUILDERS.get("." + path.rsplit(".", 1)[-1])
+        builder = FILE_BUILDERS.get(Path(path).suffix)
+        if not Path(path).is_file():
+            raise UsageError(f"The --unlabeled_file {path} does not exist.")
         if builder is None:
             raise UsageError(f"Cannot read --unlabeled_file {path}: use one of {', '.join(FILE_BUILDERS)} files.")
-        from datasets import load_dataset
-
         try:
             raw = load_dataset(builder, data_files=path, split="train")
         except Exception as error:
