@@ -81,13 +81,13 @@ def main(argv=None):
                           parameters=sum(p.numel() for p in models[name].parameters()),
                           size=f"d{config.hidden_size}, {config.num_hidden_layers} layers")
 
-    machine = f"{machine_name('cpu')}, {args.threads} threads, torch {torch.__version__}"
+    machine = f"{machine_name('cpu')}, torch {torch.__version__}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "students.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     header = " | ".join(f"{p} sentences/s (× teacher, rounds won)" for p in precisions)
-    lines = [f"# Teacher and students\n\n{machine}; SST-2 dev sentences in batches of 16, median of {args.rounds} "
-             "rounds.\n", f"| model | size | parameters | score | {header} |", "|---" * (4 + len(precisions)) + "|"]
+    title = f"# Teacher and students\n\n{machine}; SST-2 dev sentences in batches of 16, median of {args.rounds} rounds.\n"
+    lines = [title, f"| model | size | parameters | score | {header} |", "|---" * (4 + len(precisions)) + "|"]
     for name, row in rows.items():
         speeds = " | ".join(f"{row[p]['sentences_per_s']:,.0f} ({row[p]['vs_teacher']:.2f}, {row[p]['rounds_won']})"
                             for p in precisions)

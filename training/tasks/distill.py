@@ -217,10 +217,10 @@ class Distillation(SequenceClassification):
 
     def card_notes(self, args, metrics) -> str:
         teacher = ", ".join(f"{k.removeprefix('teacher_')} {v:.4f}" for k, v in metrics.items() if k.startswith("teacher_"))
+        start = "the teacher's own weights" if args.student_init == "teacher" else args.model_name_or_path or "random weights"
         return (
             f"Distilled from the teacher `{args.teacher_name_or_path}` (on the same validation data: {teacher or 'n/a'})"
-            f" with temperature {args.temperature} and α {args.alpha}; the student started from "
-            f"{'the teacher’s own weights' if args.student_init == 'teacher' else args.model_name_or_path or 'random weights'}."
+            f" with temperature {args.temperature} and α {args.alpha}; the student started from {start}."
         )
 
     def unlabeled_rows(self, args, columns, tokenizer, regression) -> Dataset:
