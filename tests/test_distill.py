@@ -305,6 +305,7 @@ def test_pairs_reach_teacher_and_student_as_pairs(tokenizer, tmp_path):
         ("labels", "predicts the labels ['negative', 'positive'], the data has ['0', '1']"),
         ("regression", "predicts a regression score, the data has the labels ['0', '1']"),
         ("vocabulary", "The run's tokenizer"),
+        ("student vocabulary", "The student"),
         ("not a classifier", "is not a fine-tuned sequence classifier"),
         ("no teacher", "distill needs a teacher"),
         ("too wide", "its hidden_size 64 cannot exceed the teacher's 32"),
@@ -322,17 +323,22 @@ def test_a_teacher_that_does_not_match_is_refused_before_anything_is_written(cas
             id2label={0: "0", 1: "1"}),
         "not a classifier": lambda: (AutoModelForMaskedLM.from_config(tiny_config(vocab_size=len(tokenizer)))
                                      .save_pretrained(teachers), tokenizer.save_pretrained(teachers), teachers)[-1],
+        "student vocabulary": lambda: tiny_teacher(teachers, tokenizer, id2label={0: "0", 1: "1"}),
         "no teacher": lambda: None,
         "too wide": lambda: tiny_teacher(teachers, tokenizer, id2label={0: "0", 1: "1"}),
     }[case]()
     options = ["--teacher_name_or_path", teacher] if teacher else []
     if case == "vocabulary":
         options += ["--tokenizer_name", tiny_teacher(tmp_path / "other", tokenizer)]
+    if case == "student vocabulary":  # a student checkpoint with a tokenizer of its own
+        options += ["--model_name_or_path", tiny_teacher(tmp_path / "other", BertTokenizerFast(vocab_file=None, vocab={
+            w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"])}))]
     if case == "too wide":
         options += ["--student_init", "teacher", "--hidden_size", "64", "--num_attention_heads", "8"]
     out = tmp_path / "out"
-    result = train(*options, "--train_file", sst2_slice(tmp_path, "train", 0, 32), "--output_dir", out,
-                   *TINY_STUDENT[2:], check=False)
+    size = TINY_STUDENT[4:] if case == "student vocabulary" else TINY_STUDENT[2:]  # a checkpoint has its size
+    result = train(*options, "--train_file", sst2_slice(tmp_path, "train", 0, 32), "--output_dir", out, *size,
+                   check=False)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not out.exists()
 

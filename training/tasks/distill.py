@@ -315,15 +315,27 @@ def load_teacher(args, tokenizer, device):
         theirs = AutoTokenizer.from_pretrained(name)
     except Exception as error:
         raise UsageError(f"Could not load the teacher's tokenizer from {name}: {error}") from error
-    if theirs.get_vocab() != tokenizer.get_vocab():
-        ours, their_vocab = tokenizer.get_vocab(), theirs.get_vocab()
-        differing = sorted(set(ours.items()) ^ set(their_vocab.items()))[:5]
-        raise UsageError(
-            f"The run's tokenizer ({len(ours)} tokens) is not the teacher's ({name}, {len(their_vocab)} tokens); they "
-            f"differ at {differing}. Student and teacher must read the same tokens: leave out --tokenizer_name, or "
-            "start from a student with the teacher's vocabulary."
-        )
+    check_same_vocabulary(tokenizer, "the run's tokenizer", theirs, name)
+    student = args.model_name_or_path
+    if student and (not Path(student).is_dir() or (Path(student) / "tokenizer_config.json").is_file()):
+        try:
+            own = AutoTokenizer.from_pretrained(student)
+        except Exception as error:
+            raise UsageError(f"Could not load the student's tokenizer from {student}: {error}") from error
+        check_same_vocabulary(own, f"the student {student}'s tokenizer", theirs, name)
     return teacher.to(device).eval().requires_grad_(False)
+
+
+def check_same_vocabulary(tokenizer, what: str, teachers, teacher_name: str):
+    """Student and teacher must read the same token ids."""
+    ours, theirs = tokenizer.get_vocab(), teachers.get_vocab()
+    if ours != theirs:
+        differing = sorted(set(ours.items()) ^ set(theirs.items()))[:5]
+        raise UsageError(
+            f"{what[0].upper()}{what[1:]} ({len(ours)} tokens) is not the teacher's ({teacher_name}, {len(theirs)} "
+            f"tokens); they differ at {differing}. Student and teacher must read the same tokens: leave out "
+            "--tokenizer_name, or start from a student with the teacher's vocabulary."
+        )
 
 
 @torch.no_grad()
