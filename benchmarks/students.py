@@ -12,15 +12,14 @@ each round, and each ratio to the teacher (same precision) is the median over ro
 
 import argparse
 import copy
-import csv
 import json
 import statistics
 from pathlib import Path
 
 import torch
 from transformer_encoder.benchmarks import DATA_DIR
-from transformer_encoder.benchmarks.benchmark import machine_name, speedup, time_alternating
-from transformer_encoder.benchmarks.int8_minilm import torch_runner
+from transformer_encoder.benchmarks.benchmark import machine_name, speedup, sst2_sentences, time_alternating
+from transformer_encoder.benchmarks.int8_minilm import padded_batches, torch_runner
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from transformer_encoder.cpu import cpu_computes_bf16
@@ -58,8 +57,8 @@ def main(argv=None):
 
     folders = dict([args.teacher, *args.student])
     tokenizer = AutoTokenizer.from_pretrained(folders["teacher"])  # the students read the teacher's tokens
-    dev = [r["sentence"] for r in csv.DictReader(sentences_file.open())][:args.sentences]
-    batches = [dict(tokenizer(dev[i:i + 16], padding=True, return_tensors="pt")) for i in range(0, len(dev), 16)]
+    dev = sst2_sentences(sentences_file)[:args.sentences]
+    batches = padded_batches(tokenizer, dev)
     models = {name: AutoModelForSequenceClassification.from_pretrained(folder).eval() for name, folder in folders.items()}
     precisions = {"fp32": lambda m: m}
     if cpu_computes_bf16():

@@ -94,9 +94,12 @@ def starting_config(args):
     """The config of the model the run starts from (--model_name_or_path, else --config_name); None for a new
     TransformerEncoderConfig."""
     name = args.model_name_or_path or args.config_name
-    if not name:
-        return None
+    return load_config(name) if name else None
+
+
+def load_config(name: str, role: str = "checkpoint"):
+    """A checkpoint's config; a clear error naming it (as `role`) where it cannot be loaded."""
     try:
         return AutoConfig.from_pretrained(name)
     except Exception as error:
-        raise UsageError(f"Could not load the checkpoint {name}: {error}") from error
+        raise UsageError(f"Could not load the {role} {name}: {error}") from error

@@ -29,7 +29,7 @@ from datasets import Dataset, concatenate_datasets, load_dataset
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import ModelOutput
 
 from ...cpu import cpu_computes_bf16
@@ -38,7 +38,8 @@ from ..errors import UsageError
 from ..metrics import accuracy, regression_scores
 from ..option_types import closed_unit_interval, non_negative_int, positive_float
 from ..student_init import init_from_teacher, stream_projection
-from .sequence_classification import SequenceClassification
+from .base import load_config
+from .sequence_classification import SequenceClassification, tokenize_texts
 
 # Tang et al. 2019, "Distilling task-specific knowledge from BERT into simple neural networks", section 3.3.
 MASK_PROBABILITY = 0.1  # each word becomes the mask token
@@ -273,23 +274,14 @@ def perturbed(text: str, mask_token: str, rng: random.Random) -> str:
 
 
 def encode_unlabelled(raw, columns, tokenizer, max_length: int, regression: bool) -> Dataset:
-    pair = columns.get("text_pair")
     missing = float("nan") if regression else -100
 
     def encode(batch):
-        texts = (batch[columns["text"]], batch[pair]) if pair else (batch[columns["text"]],)
-        encoded = tokenizer(*texts, truncation="longest_first", max_length=max_length)
+        encoded = tokenize_texts(tokenizer, batch, columns, max_length)
         encoded["labels"] = [missing] * len(batch[columns["text"]])
         return encoded
 
     return raw.map(encode, batched=True, remove_columns=raw.column_names)
-
-
-def load_config(name: str, role: str):
-    try:
-        return AutoConfig.from_pretrained(name)
-    except Exception as error:
-        raise UsageError(f"Could not load the {role} {name}: {error}") from error
 
 
 def student_size_defaults(args, teacher):

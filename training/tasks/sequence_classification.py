@@ -22,6 +22,14 @@ PAIR_COLUMNS = (
 logger = get_logger(__name__)
 
 
+def tokenize_texts(tokenizer, batch: dict, columns: dict, max_length: int):
+    """A batch of rows' text, or pairs of texts (`columns["text_pair"]`), as the model reads them: a pair too long for
+    max_length loses tokens from the longer text first."""
+    pair = columns.get("text_pair")
+    texts = (batch[columns["text"]], batch[pair]) if pair else (batch[columns["text"]],)
+    return tokenizer(*texts, truncation="longest_first", max_length=max_length)
+
+
 class SequenceClassification(ClassificationTask):
     name = "sequence-classification"
     auto_class = AutoModelForSequenceClassification
@@ -65,12 +73,8 @@ class SequenceClassification(ClassificationTask):
         return columns
 
     def encoder(self, tokenizer, columns, value_to_id, args):
-        pair = columns.get("text_pair")
-
         def encode(batch):
-            texts = (batch[columns["text"]], batch[pair]) if pair else (batch[columns["text"]],)
-            # a pair too long for max_seq_length loses tokens from the longer text first
-            encoded = tokenizer(*texts, truncation="longest_first", max_length=args.max_seq_length)
+            encoded = tokenize_texts(tokenizer, batch, columns, args.max_seq_length)
             labels = batch[columns["label"]]
             if value_to_id is None:
                 encoded["labels"] = [float(v) for v in labels]
