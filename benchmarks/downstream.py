@@ -68,7 +68,7 @@ def cli_arguments(task: Task, checkpoint: str, output_dir: Path, data: Path, max
 
 def command_line(arguments: list[str]) -> str:
     """The training command a run stands for, as a user would type it."""
-    return " ".join(["python -m transformer_encoder.training", *arguments])
+    return " ".join(["transformer-encoder train", *arguments])
 
 
 def run_training(arguments: list[str]) -> subprocess.CompletedProcess:

@@ -17,6 +17,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+# transformers' common tests, copied here by transformers_harness.py, are run by test_transformers_common.py only.
+collect_ignore = ["hf_harness"]
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -95,7 +95,7 @@ def run_in_process(main, args, env=None) -> subprocess.CompletedProcess:
 
 
 def train_in_process(arguments, env=None) -> subprocess.CompletedProcess:
-    """`python -m transformer_encoder.training ARGUMENTS`, run in this process (see `run_in_process`)."""
+    """`transformer-encoder train ARGUMENTS`, run in this process (see `run_in_process`)."""
     from transformer_encoder.training.run import main
 
     return run_in_process(main, arguments, env)

@@ -118,6 +118,29 @@ def test_mlm_from_yaml_options_with_bpe_bf16_and_tensorboard(tmp_path, corpus):
     assert losses[0]["learning_rate"] == pytest.approx(5e-4)  # inverse_sqrt: the peak at the end of warmup
 
 
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        (["mlm"], {"per_device_train_batch_size": 16, "num_train_epochs": 20, "learning_rate": 2e-3,
+                   "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "hidden_size": 128}),
+        (["mlm", "--per_device_train_batch_size", "8", "--hidden_dropout_prob", "0.1"],
+         {"per_device_train_batch_size": 8, "hidden_dropout_prob": 0.1, "num_train_epochs": 20}),
+        (["mlm", "--train_file", "corpus.txt"], {"per_device_train_batch_size": 32, "num_train_epochs": 3,
+                                                 "learning_rate": 5e-4, "hidden_dropout_prob": None, "hidden_size": None}),
+        (["question-answering", "--model_name_or_path", "checkpoint"],
+         {"max_seq_length": 384, "per_device_train_batch_size": 32, "hidden_dropout_prob": None}),
+    ],
+    ids=["built-in corpus", "given options win", "own data", "a task's own default"],
+)
+def test_defaults_follow_the_run(tmp_path, words, expected):
+    """One table (arguments.RUN_DEFAULTS) gives the defaults that depend on the run; a task's own value replaces
+    the general one, and an option on the command line wins over both."""
+    from transformer_encoder.training.arguments import parse_args
+
+    args = parse_args([*words, "--output_dir", str(tmp_path / "out")])
+    assert {name: getattr(args, name) for name in expected} == expected
+
+
 def test_the_recipe_file_is_one_option_away(tmp_path):
     """recipes/modern.yaml sets the modern architecture (a YAML `true` for a valued option included); options after
     the file win over it."""
@@ -677,13 +700,13 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_command_that_resumes(tmp_path,
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
     resume = stderr.split("Resume with:\n")[1].strip().splitlines()[0]
-    assert resume.startswith("python -m transformer_encoder.training mlm ") and resume.endswith(
+    assert resume.startswith("transformer-encoder train mlm ") and resume.endswith(
         "--resume_from_checkpoint latest")
     steps = [int(p.name.removeprefix("step_")) for p in (out / "checkpoints").iterdir()]
     assert len(steps) == 1 and (out / "checkpoints" / f"step_{steps[0]}" / "trainer_state.json").exists()
     # the printed command resumes there (here with fewer steps to go)
     words = shlex.split(resume)
-    result = cli(*words[3:], "--max_train_steps", steps[0] + 2)
+    result = cli(*words[2:], "--max_train_steps", steps[0] + 2)  # words[:2]: transformer-encoder train
     assert f"step_{steps[0]}" in result.stderr + result.stdout
     assert json.loads((out / "all_results.json").read_text())["train_steps"] == steps[0] + 2
 
@@ -747,17 +770,22 @@ def test_masking_follows_the_80_10_10_rule_and_is_seeded_per_block():
     assert not torch.equal(collator([blocks[7]])["labels"][0], batch["labels"][7])
 
 
+DATA = ["--train_file", "corpus.txt"]
+
+
 @pytest.mark.parametrize(
     "task, native, environment, options, expected",
     [
-        ("mlm", True, {}, [], "bf16"),
-        ("rtd", True, {}, [], "bf16"),
-        ("mlm", False, {}, [], None),
-        ("mlm", True, {"ACCELERATE_MIXED_PRECISION": "no"}, [], None),  # accelerate launch / config decides
-        ("mlm", True, {}, ["--mixed_precision", "no"], "no"),
+        ("mlm", True, {}, DATA, "bf16"),
+        ("rtd", True, {}, DATA, "bf16"),
+        ("mlm", False, {}, DATA, None),
+        ("mlm", True, {"ACCELERATE_MIXED_PRECISION": "no"}, DATA, None),  # accelerate launch / config decides
+        ("mlm", True, {}, [*DATA, "--mixed_precision", "no"], "no"),
         ("sequence-classification", True, {}, ["--model_name_or_path", "x"], None),
-        ("mlm", None, {BF16_OVERRIDE: "1"}, [], "bf16"),  # the detection overridden, as the suite's flipped run does
-        ("mlm", None, {BF16_OVERRIDE: "0"}, [], None),
+        ("mlm", None, {BF16_OVERRIDE: "1"}, DATA, "bf16"),  # the detection overridden, as the suite's flipped run does
+        ("mlm", None, {BF16_OVERRIDE: "0"}, DATA, None),
+        ("mlm", True, {}, [], None),  # the built-in corpus's small model: fp32 even where bf16 is native
+        ("mlm", True, {}, ["--mixed_precision", "bf16"], "bf16"),
     ],
 )
 def test_pretraining_uses_bf16_where_the_cpu_computes_it_natively(task, native, environment, options, expected):
@@ -775,8 +803,10 @@ def test_pretraining_uses_bf16_where_the_cpu_computes_it_natively(task, native, 
                 os.environ.pop(name, None)
         args = arguments.parse_args([task, "--output_dir", "unused", *options])
     assert args.mixed_precision == expected
-    if task == "mlm" and not options and not environment:
+    if task == "mlm" and options == DATA and not environment:
         assert ("natively" in args.precision_note) if native else ("no native bf16" in args.precision_note)
+    if not options:
+        assert "built-in corpus" in args.precision_note
 
 
 def test_the_log_says_which_precision_the_cpu_chose(corpus, tmp_path):

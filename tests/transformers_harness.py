@@ -2,12 +2,14 @@
 
 The tests are not in the transformers wheel; the sdist on PyPI ships `tests/test_modeling_common.py` and
 `tests/test_configuration_common.py`. They are fetched once with pip into a cache folder (package registries are
-reachable where the Hub is not), with three stub modules for the test helpers they import and the sdist lacks.
+reachable where the Hub is not) and copied, with three stub modules for the test helpers they import and the sdist
+lacks, into the package `tests/hf_harness/` (git-ignored; not collected), which imports like `helpers` does.
 Using the installed version's own tests keeps the harness in step with the library it checks.
 """
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -55,20 +57,24 @@ def _download(package_dir: Path):
                 (package_dir / name).write_bytes(archive.extractfile(member).read())
 
 
+PACKAGE = "hf_harness"
+
+
 def load():
-    """Import and return `hf_tests.test_modeling_common` and `hf_tests.test_configuration_common`."""
-    root = cache_root()
-    package_dir = root / "hf_tests"
-    if not all((package_dir / name).exists() for name in HARNESS_FILES):
-        package_dir.mkdir(parents=True, exist_ok=True)
-        _download(package_dir)
+    """Import and return `hf_harness.test_modeling_common` and `hf_harness.test_configuration_common`."""
+    cache = cache_root() / "hf_tests"
+    if not all((cache / name).exists() for name in HARNESS_FILES):
+        cache.mkdir(parents=True, exist_ok=True)
+        _download(cache)
+    package_dir = Path(__file__).parent / PACKAGE
+    for name in HARNESS_FILES:
+        (package_dir / name).parent.mkdir(exist_ok=True)
+        shutil.copyfile(cache / name, package_dir / name)
     for path, text in {"__init__.py": "", **STUBS}.items():
         stub = package_dir / path
         stub.parent.mkdir(exist_ok=True)
         (stub.parent / "__init__.py").touch()
         stub.write_text(text)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    modeling = importlib.import_module("hf_tests.test_modeling_common")
-    configuration = importlib.import_module("hf_tests.test_configuration_common")
+    modeling = importlib.import_module(f"{PACKAGE}.test_modeling_common")
+    configuration = importlib.import_module(f"{PACKAGE}.test_configuration_common")
     return modeling, configuration

@@ -1,4 +1,4 @@
-"""Command-line options of `python -m transformer_encoder.training <task>`.
+"""Command-line options of `transformer-encoder train <task>` (= `python -m transformer_encoder.training <task>`).
 
 Names follow transformers' `run_mlm_no_trainer.py` / `run_glue_no_trainer.py` / `run_ner_no_trainer.py` where they
 overlap. The same options can come from a JSON or YAML file given in place of the task (it names the task with
@@ -42,31 +42,34 @@ MODEL_OPTIONS = {
     "max_position_embeddings": positive_int,
 }
 DROPOUT_OPTIONS = ("hidden_dropout_prob", "attention_probs_dropout_prob")  # also apply to a loaded checkpoint
-# With no dataset and no checkpoint named, a pretraining task trains this small model on the embedded corpus, in
-# minutes on 2 CPU cores. These three tables are the only place the defaults below are written; `--help` shows them.
-EMBEDDED_DEFAULT_MODEL = {
-    "hidden_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 512,
-    "max_position_embeddings": 128,
-}
-EMBEDDED_DEFAULT_TRAINING = {
-    "max_seq_length": 128,
-    "vocab_size": 4000,
-    "num_train_epochs": 40,
-    "learning_rate": 1e-3,
-    "num_warmup_steps": 100,
-    "eval_steps": 200,
-}
-TRAINING_DEFAULTS = {
-    "max_seq_length": 128,
-    "vocab_size": 8000,
-    "num_train_epochs": 3,
-    "learning_rate": 5e-4,
-    "num_warmup_steps": 0,
-    "eval_steps": None,
-}
+# The defaults that depend on the run, in one table. A pretraining task with no dataset and no checkpoint named
+# trains a small model on the built-in corpus, in minutes on 2 CPU cores (second column): 20 epochs of batches of
+# 16 at a peak learning rate of 2e-3, without dropout, which at so few epochs slowed learning more than it
+# regularised and cost a quarter of each step (benchmarks/README.md, "The main job's length"). Any other run takes
+# the first column, where a task may put its own value (Task.defaults). None leaves the value to the checkpoint or
+# the config. Every other option's default is on its argparse line; `--help` shows them all.
+#                                (with data, on the built-in corpus)
+RUN_DEFAULTS = {
+    "max_seq_length":               (128, 128),
+    "vocab_size":                   (8000, 4000),
+    "per_device_train_batch_size":  (32, 16),
+    "num_train_epochs":             (3, 20),
+    "learning_rate":                (5e-4, 2e-3),
+    "num_warmup_steps":             (0, 100),
+    "eval_steps":                   (None, 200),
+    "hidden_size":                  (None, 128),
+    "num_hidden_layers":            (None, 2),
+    "num_attention_heads":          (None, 4),
+    "intermediate_size":            (None, 256),
+    "max_position_embeddings":      (None, 128),
+    "hidden_dropout_prob":          (None, 0.0),
+    "attention_probs_dropout_prob": (None, 0.0),
+}  # fmt: skip
+
+
+def run_default(name: str, task, builtin_corpus: bool):
+    with_data, on_builtin_corpus = RUN_DEFAULTS[name]
+    return on_builtin_corpus if builtin_corpus else task.defaults.get(name, with_data)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -77,14 +80,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _default(name: str) -> str:
-    """The default of an option that depends on the data, as `--help` shows it."""
-    general, embedded = TRAINING_DEFAULTS.get(name), EMBEDDED_DEFAULT_TRAINING.get(name, EMBEDDED_DEFAULT_MODEL.get(name))
+    """The default of an option that depends on the run, as `--help` shows it."""
+    general, builtin = RUN_DEFAULTS[name]
     special = "".join(f", {t.defaults[name]} for {t.name}" for t in TASKS.values() if name in t.defaults)
     if general is None:
-        return f"{embedded} on the built-in corpus"
-    if embedded == general:
+        return f"{builtin} on the built-in corpus"
+    if builtin == general:
         return f"default {general}{special}"
-    return f"default {general} ({embedded} on the built-in corpus{special})"
+    return f"default {general} ({builtin} on the built-in corpus{special})"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -98,7 +101,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m transformer_encoder.training",
+        prog="transformer-encoder train",
         usage="%(prog)s TASK [options]   (TASK: " + " | ".join(TASKS) + ")",
         description="Train the Transformer encoder with accelerate: pretraining or fine-tuning. Runs unchanged "
         "under `accelerate launch` on one CPU, one or many GPUs, or several nodes.",
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--vocab_size", type=positive_int, help=f"vocabulary of a trained tokenizer; {_default('vocab_size')}")
     for name, kind in MODEL_OPTIONS.items():
-        extra = f" ({EMBEDDED_DEFAULT_MODEL[name]} on the built-in corpus)" if name in EMBEDDED_DEFAULT_MODEL else ""
+        extra = f" ({_default(name)})" if name in RUN_DEFAULTS else ""
         scope = "any model" if name in DROPOUT_OPTIONS else "model from scratch"
         group.add_argument(f"--{name}", type=kind, help=f"{scope}: config.{name}{extra}")
     group.add_argument(
@@ -157,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     group = parser.add_argument_group("training")
     group.add_argument("--output_dir", help="where checkpoints, logs and the final model go (required)")
-    group.add_argument("--per_device_train_batch_size", type=positive_int, default=32, help="examples per process")
+    group.add_argument(
+        "--per_device_train_batch_size",
+        type=positive_int,
+        help=f"examples per process; {_default('per_device_train_batch_size')}",
+    )
     group.add_argument("--per_device_eval_batch_size", type=positive_int, default=64, help="examples per process")
     group.add_argument(
         "--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step"
@@ -242,27 +249,26 @@ def resolve_defaults(args):
     args.builtin_corpus = TASKS[args.task].pretraining and not (
         args.dataset_name or args.train_file or args.model_name_or_path
     )
-    if args.builtin_corpus:
-        for name, value in EMBEDDED_DEFAULT_MODEL.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
     task = TASKS[args.task]
-    defaults = EMBEDDED_DEFAULT_TRAINING if args.builtin_corpus else {**TRAINING_DEFAULTS, **task.defaults}
-    for name, value in defaults.items():
+    for name in RUN_DEFAULTS:
         if getattr(args, name) is None:
-            setattr(args, name, value)
+            setattr(args, name, run_default(name, task, args.builtin_corpus))
     args.dataset_label = data.EMBEDDED_CORPUS if args.builtin_corpus else (args.dataset_name or args.train_file)
     args.precision_note = None
     if args.mixed_precision is None:
-        args.mixed_precision, args.precision_note = default_precision(task)
+        args.mixed_precision, args.precision_note = default_precision(task, args.builtin_corpus)
 
 
-def default_precision(task) -> tuple[str | None, str | None]:
+def default_precision(task, builtin_corpus: bool) -> tuple[str | None, str | None]:
     """Pretraining on a CPU that computes bf16 natively runs under bf16 autocast: about twice the steps in the same
-    minutes. Detected, never assumed; a precision set by `accelerate launch` / `accelerate config` is left to
-    accelerate, and so is any machine with a GPU."""
+    minutes at the sizes pretraining uses. Not the built-in corpus's small model, whose matrices are too small for
+    bf16 to pay for its conversions: it ran 1.4× slower under bf16 autocast than in fp32 on a Xeon with AMX
+    (benchmarks/README.md, "The main job's length"). Detected, never assumed; a precision set by `accelerate
+    launch` / `accelerate config` is left to accelerate, and so is any machine with a GPU."""
     if not task.pretraining or "ACCELERATE_MIXED_PRECISION" in os.environ or torch.cuda.is_available():
         return None, None
+    if builtin_corpus:
+        return None, "fp32: the built-in corpus's small model runs faster in fp32 than under bf16 autocast"
     if cpu_computes_bf16():
         return "bf16", "bf16 autocast: this CPU computes bf16 natively (AVX512-BF16 or AMX)"
     return None, "fp32: this CPU has no native bf16 (neither AVX512-BF16 nor AMX), where bf16 would run slower"

@@ -127,5 +127,10 @@ def resume_command(argv: list[str], num_processes: int) -> str:
             skip = True
         elif not word.startswith(("--resume_from_checkpoint=", "--hub_token=", "--overwrite_output_dir")):
             words.append(word)
-    launcher = "python -m" if num_processes == 1 else f"accelerate launch --num_processes {num_processes} -m"
-    return f"{launcher} transformer_encoder.training {shlex.join(words)} --resume_from_checkpoint latest"
+    # accelerate launch runs a module, not a console script: several processes resume through the `-m` form.
+    launcher = (
+        "transformer-encoder train"
+        if num_processes == 1
+        else f"accelerate launch --num_processes {num_processes} -m transformer_encoder.training"
+    )
+    return f"{launcher} {shlex.join(words)} --resume_from_checkpoint latest"

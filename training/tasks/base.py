@@ -39,7 +39,7 @@ class Task:
     # A pretraining task may start from nothing: a tokenizer trained on its text, a model sized by the model-size
     # options, the built-in corpus when no data is named, and streamed data.
     pretraining: bool = False
-    defaults: ClassVar[dict] = {}  # this task's own defaults of the data-dependent options (arguments.TRAINING_DEFAULTS)
+    defaults: ClassVar[dict] = {}  # this task's own first column of arguments.RUN_DEFAULTS
 
     def add_arguments(self, group):
         """The task's own options, shown in `--help` under the task's name."""
