@@ -37,7 +37,8 @@ from transformers import BertConfig, BertForMaskedLM, BertModel, ModernBertConfi
 import transformer_encoder
 from transformer_encoder import TransformerEncoderConfig, TransformerEncoderForMaskedLM, TransformerEncoderModel
 from transformer_encoder.export import ServingSignature, onnx_session, quantize_onnx
-from transformer_encoder.quantization import quantize_int8
+from transformer_encoder.cpu import cpu_computes_bf16
+from transformer_encoder.quantization import quantize_int8, to_bf16_where_native
 from transformer_encoder.benchmarks import DATA_DIR
 
 SIZES = {
@@ -224,6 +225,9 @@ def contenders(size, max_len, mlm, device="cpu", dtype=torch.float32):
             found[f"OpenVINO {shown} (BERT)"] = lambda hint=hint: OpenVinoModel(bert(size, max_len), hint)
         if dtype != torch.float32:
             found["ours (sdpa, fp32)"] = lambda: in_own_dtype(ours(size, max_len), torch.float32)
+        if dtype == torch.bfloat16 and cpu_computes_bf16():  # what serving in bf16 uses: weights prepacked
+            found["ours (bf16, to_bf16_where_native)"] = lambda: in_own_dtype(
+                to_bf16_where_native(ours(size, max_len).eval()), torch.bfloat16)
     return found
 
 

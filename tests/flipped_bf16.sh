@@ -14,4 +14,4 @@ if [ $# -gt 0 ]; then
     exec python -m pytest "$@"
 fi
 exec python -m pytest tests/test_training.py tests/test_rtd.py tests/test_recipes.py tests/test_downstream.py \
-    tests/test_quantization.py tests/test_distill.py
+    tests/test_quantization.py tests/test_distill.py tests/test_benchmark.py

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from transformer_encoder.cpu import cpu_computes_bf16
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "benchmarks" / "benchmark.py"
 DATA = ROOT.parent / "shared" / "data"
@@ -68,6 +70,12 @@ def test_a_bf16_run_keeps_the_serving_anchors_at_their_own_precision(benchmark):
         benchmark.make_runner(name, model, "fixed", batches, "cpu", torch.bfloat16)()
     assert models["ours (sdpa)"].embeddings.token_embeddings.weight.dtype == torch.bfloat16
     assert models["ours (sdpa, fp32)"].embeddings.token_embeddings.weight.dtype == torch.float32
+    prepacked = "ours (bf16, to_bf16_where_native)"
+    assert (prepacked in factories) == cpu_computes_bf16()  # what serving uses, where the CPU computes bf16
+    if cpu_computes_bf16():
+        model = factories[prepacked]()
+        benchmark.make_runner(prepacked, model, "fixed", batches, "cpu", torch.bfloat16)()
+        assert any(type(m).__name__ == "PrepackedLinear" for m in model.modules())
 
 
 def test_rounds_pause_before_each_run_and_reverse_the_order(benchmark, monkeypatch):

@@ -16,7 +16,14 @@ from transformer_encoder import (
 )
 from transformer_encoder import quantization
 from transformer_encoder.cpu import BF16_OVERRIDE, cpu_computes_bf16, cpu_has_vnni, detects_native_bf16
-from transformer_encoder.quantization import PerTokenInt8Linear, quantize_int8, to_bf16_where_native
+from transformer_encoder.quantization import (
+    PerTokenInt8Linear,
+    PrepackedLinear,
+    can_prepack,
+    quantize_int8,
+    to_bf16_where_native,
+)
+from transformers.activations import ACT2FN
 
 
 def outputs(model, input_ids, attention_mask):
@@ -76,14 +83,24 @@ def test_a_bad_override_is_named(monkeypatch):
         cpu_computes_bf16()
 
 
+@pytest.mark.parametrize("hidden_act", ["relu", "gelu", "geglu"])
 @pytest.mark.parametrize("native", [True, False])
-def test_bf16_where_native_and_fp32_elsewhere(monkeypatch, native):
+def test_bf16_where_native_and_fp32_elsewhere(monkeypatch, native, hidden_act):
     monkeypatch.setattr(quantization, "cpu_computes_bf16", lambda: native)
-    model = TransformerEncoderModel(tiny_config(hidden_size=64, intermediate_size=128)).eval()
+    model = TransformerEncoderModel(tiny_config(hidden_size=64, intermediate_size=128, hidden_act=hidden_act)).eval()
     input_ids, attention_mask = padded_batch()
     expected = outputs(model, input_ids, attention_mask).last_hidden_state
+    keys = list(model.state_dict())
     chosen = to_bf16_where_native(model)
     assert next(chosen.parameters()).dtype == (torch.bfloat16 if native else torch.float32)
+    assert list(chosen.state_dict()) == keys  # saves as before
+    prepacked = [m for m in chosen.modules() if isinstance(m, PrepackedLinear)]
+    if native and can_prepack(torch.bfloat16):  # every linear map, the FFN's activation taken into the first
+        assert not any(type(m) is nn.Linear for m in chosen.modules())
+        first_maps = [layer.feed_forward.fc1 for layer in chosen.layers]
+        assert all((m.activation is not None) == (hidden_act != "geglu") for m in first_maps)
+    else:
+        assert not prepacked
     got = outputs(chosen, input_ids, attention_mask).last_hidden_state
     mask = attention_mask.bool()
     if native:  # bf16 keeps 8 bits of mantissa: ~1e-2 relative on unit-scale hidden states (emulated if not native)
@@ -91,6 +108,54 @@ def test_bf16_where_native_and_fp32_elsewhere(monkeypatch, native):
         torch.testing.assert_close(got.float()[mask], expected[mask], atol=0.1, rtol=0.05)
     else:
         torch.testing.assert_close(got[mask], expected[mask], atol=0, rtol=0)
+
+
+PREPACK_DTYPES = [d for d in (torch.float32, torch.bfloat16) if can_prepack(d)]
+ACTIVATIONS = {"none": None, "relu": nn.ReLU(), "gelu": ACT2FN["gelu"]}
+
+
+@pytest.mark.parametrize("shape", [(5, 48), (2, 7, 48), (0, 48)], ids=["rows", "batch", "empty"])
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("dtype", PREPACK_DTYPES, ids=str)
+def test_prepacked_linear_computes_the_map_and_trains_as_nn_linear(dtype, activation, shape):
+    """act(x Wᵀ + b) against float64; with autograd on it is nn.Linear (then the activation), gradients included."""
+    act = ACTIVATIONS[activation]
+    linear = nn.Linear(48, 96).to(dtype)
+    packed = PrepackedLinear(linear, act)
+    x = torch.randn(shape).to(dtype)
+    reference = x.double() @ linear.weight.double().T + linear.bias.double()
+    reference = act(reference) if act is not None else reference
+    with torch.inference_mode():
+        got = packed(x)
+    assert got.shape == (*shape[:-1], 96) and got.dtype == dtype
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 2e-2}
+    torch.testing.assert_close(got.double(), reference, **tolerance)
+
+    x.requires_grad_(True)
+    trained = packed(x)
+    trained.float().sum().backward()
+    expected_input = x.detach().clone().requires_grad_(True)
+    plain = linear(expected_input)
+    (act(plain) if act is not None else plain).float().sum().backward()
+    torch.testing.assert_close(x.grad, expected_input.grad, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", PREPACK_DTYPES, ids=str)
+def test_prepacked_linear_sees_weights_changed_in_place(dtype):
+    """A new state dict or an optimizer step changes the weight in place: the next inference call reorders it again."""
+    linear = nn.Linear(16, 8, bias=False).to(dtype)
+    packed = PrepackedLinear(linear)
+    x = torch.randn(3, 16).to(dtype)
+    with torch.inference_mode():
+        before = packed(x)
+    packed.load_state_dict({"weight": linear.weight.detach() * 2})
+    with torch.inference_mode():
+        after = packed(x)
+    with torch.no_grad():
+        packed.weight.mul_(-1)  # as an optimizer step writes
+        flipped = packed(x)
+    torch.testing.assert_close(after, 2 * before, atol=0, rtol=0)  # doubling is exact in any float format
+    torch.testing.assert_close(flipped, -after, atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ That needs AVX512-VNNI (`cpu_has_vnni()`), whose dot products accumulate in 32 b
 activation products can saturate 16-bit sums, and `torch._int_mm` gave inexact products (checked here with oneDNN
 held to AVX2 and AVX512 by ONEDNN_MAX_CPU_ISA). There every map, `fc2` included, runs in fbgemm with 7-bit
 activations (`reduce_range`, fbgemm's own guard): the second row of the table (median 0.974), with a warning.
-ONNX Runtime's int8 keeps its fidelity on every CPU. On CPUs with AMX, bf16 is faster than this int8 at fixed
-length (fbgemm does not reach AMX); on sentence batches they are level (benchmarks/results/int8-minilm-2026-12-06/).
+ONNX Runtime's int8 keeps its fidelity on every CPU. On CPUs with AMX, bf16 (`to_bf16_where_native`) is faster
+than this int8 on sentence batches and at fixed length (fbgemm does not reach AMX; 1.26x and 2.06x on
+all-MiniLM-L6-v2, benchmarks/results/bf16-prepacked-2026-12-06/): use int8 where the CPU has VNNI but no bf16.
 
 torch marks `torch.ao.quantization` deprecated in favour of torchao, and it is still what runs fastest on CPU:
 torchao's int8 dynamic scheme (`Int8DynamicActivationInt8WeightConfig`), measured on this project's Xeon in eager
@@ -140,9 +141,73 @@ def to_int8(x: torch.Tensor) -> torch.Tensor:
 
 def to_bf16_where_native(model: nn.Module) -> nn.Module:
     """`model` in bf16 (weights and compute) where the CPU computes bf16 natively, otherwise unchanged in fp32.
-    Detected, never assumed: `cpu_computes_bf16()`. Softmax runs in fp32 inside attention either way."""
+    Detected, never assumed: `cpu_computes_bf16()`. Softmax runs in fp32 inside attention either way.
+
+    In bf16 every linear map becomes a `PrepackedLinear`, the feed-forward network's first one taking its ReLU or
+    GELU along: the same parameters (state dict, `save_pretrained` and training unchanged), with inference reading
+    a copy of the weight that oneDNN reordered once, and applying the activation as it writes the output."""
     if not cpu_computes_bf16():
         logger.info("This CPU has neither AVX512-BF16 nor AMX: the model stays in float32.")
         return model
-    return model.to(torch.bfloat16)
+    model.to(torch.bfloat16)
+    if not can_prepack(torch.bfloat16):
+        return model
+    for module in list(model.modules()):
+        if getattr(module, "gated", True) is False and fused_activation(module.act) is not None:  # act(x W_1 + b_1)
+            module.fc1, module.act = PrepackedLinear(module.fc1, module.act), nn.Identity()
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Linear:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, PrepackedLinear(module))
+    return model
 
+
+def can_prepack(dtype: torch.dtype) -> bool:
+    """Whether oneDNN (torch's mkldnn backend) runs linear maps in `dtype` on this CPU."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def fused_activation(activation: nn.Module | None) -> tuple[str, str] | None:
+    """oneDNN's name and algorithm for an activation it can apply inside the linear map; None if it cannot."""
+    if activation is None:
+        return "none", ""
+    if isinstance(activation, nn.ReLU):
+        return "relu", ""
+    if getattr(activation, "act", None) is nn.functional.gelu:  # transformers' "gelu": the exact (erf) GELU
+        return "gelu", "none"
+    return None
+
+
+class PrepackedLinear(nn.Linear):
+    """act(x W^T + b) for inference with the weight in oneDNN's blocked layout, reordered once (as torch.compile's
+    CPU freezing does), where F.linear reorders it at every call in bf16. Same outputs, bit for bit; at the row
+    counts of sentence batches (hundreds of real tokens) this matters: in bf16 on a 2-core Xeon with AMX, 1.3-1.8x
+    faster per map at 400 rows, 1.1-1.4x at 2,048 (benchmarks/README.md, "int8 and bf16 on CPU").
+
+    Training, autograd, torch.compile and export take F.linear and the activation module; a weight changed in place
+    (a new state dict, an optimizer step) is reordered again at the next inference call. The copy is not saved."""
+
+    def __init__(self, linear: nn.Linear, activation: nn.Module | None = None):
+        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        self.weight, self.bias = linear.weight, linear.bias
+        self.activation = activation
+        self._attribute, self._algorithm = fused_activation(activation)
+        self._packed, self._packed_for = None, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            torch.is_grad_enabled()
+            or x.device.type != "cpu"
+            or x.dtype != self.weight.dtype
+            or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export()
+        ):
+            y = super().forward(x)
+            return y if self.activation is None else self.activation(y)
+        weight_state = (self.weight.data_ptr(), self.weight._version)
+        if self._packed_for != weight_state:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+            self._packed_for = weight_state
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, self._attribute, [], self._algorithm)
