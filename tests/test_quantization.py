@@ -1,6 +1,7 @@
 """int8 and bf16 for CPU serving: the same forward and outputs, within their rounding, checked against the fp32
 model; bf16 is chosen from the CPU's features, as Linux reports them."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,18 @@ def test_prepacked_linear_computes_the_map_and_trains_as_nn_linear(dtype, activa
     plain = linear(expected_input)
     (act(plain) if act is not None else plain).float().sum().backward()
     torch.testing.assert_close(x.grad, expected_input.grad, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", PREPACK_DTYPES, ids=str)
+def test_prepacked_linear_copies_and_pickles_after_use(dtype, tmp_path):
+    packed = PrepackedLinear(nn.Linear(16, 8).to(dtype), nn.ReLU())
+    x = torch.randn(3, 16).to(dtype)
+    with torch.inference_mode():
+        expected = packed(x)  # the reordered weight now exists
+    torch.save(packed, tmp_path / "packed.pt")
+    for other in (copy.deepcopy(packed), torch.load(tmp_path / "packed.pt", weights_only=False)):
+        with torch.inference_mode():
+            torch.testing.assert_close(other(x), expected, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", PREPACK_DTYPES, ids=str)

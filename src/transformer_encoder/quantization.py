@@ -196,6 +196,11 @@ class PrepackedLinear(nn.Linear):
         self._attribute, self._algorithm = fused_activation(activation)
         self._packed, self._packed_for = None, None
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles (copy.deepcopy, torch.save) leave the reordered weight out: oneDNN's opaque tensor has
+        no storage to copy, and the copy reorders its own at its first inference call."""
+        return {**self.__dict__, "_packed": None, "_packed_for": None}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
             torch.is_grad_enabled()
