@@ -187,7 +187,8 @@ class PrepackedLinear(nn.Linear):
     faster per map at 400 rows, 1.1-1.4x at 2,048 (benchmarks/README.md, "int8 and bf16 on CPU").
 
     Training, autograd, torch.compile and export take F.linear and the activation module; a weight changed in place
-    (a new state dict, an optimizer step) is reordered again at the next inference call. The copy is not saved."""
+    (a new state dict, an optimizer step) is reordered again at the next inference call. The reordered copy
+    doubles the memory the weights take; it is not saved."""
 
     def __init__(self, linear: nn.Linear, activation: nn.Module | None = None):
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
