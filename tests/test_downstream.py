@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 from helpers import train_in_process
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 import transformer_encoder  # noqa: F401  (registers the Auto classes)
 from transformer_encoder.benchmarks import downstream
+from transformer_encoder.training.tasks import TASKS as TRAINING_TASKS
 
 
 pytestmark = pytest.mark.skipif(not (downstream.DATA / "README.md").is_file(), reason="no ../shared/data here")
-HEADS = {"sequence-classification": AutoModelForSequenceClassification, "token-classification": AutoModelForTokenClassification}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,7 @@ def test_each_task_reports_its_runs_own_score(checkpoint, tmp_path, tasks, capsy
         assert row["score"] == results[task.metric]
         assert -1.0 <= row["score"] <= 1.0
         assert row["steps"] == results["train_steps"] == 3
-        HEADS[task.cli_task].from_pretrained(out / row["task"])  # the fine-tuned model loads with its head
+        TRAINING_TASKS[task.cli_task].auto_class.from_pretrained(out / row["task"])  # it loads with its head
     table = (out / "downstream.md").read_text().splitlines()
     assert len(table) == 2 + len(tasks)
     assert table[2].startswith(f"| {checkpoint} | {tasks[0]} | {downstream.TASKS[tasks[0]].metric} |")
