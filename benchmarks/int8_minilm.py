@@ -50,7 +50,7 @@ def torch_ao_int8(model, per_channel: bool, reduce_range: bool = True):
                                 mapping={nn.Linear: _int8_linear_class(reduce_range)})
 
 
-BF16_SERVING = "ours bf16 (to_bf16_where_native: prepacked weights, fused GELU)"
+BF16_SERVING = "ours bf16 (to_bf16_where_native: prepacked weights, fused q/k/v and GELU)"
 SCHEMES = {
     "bf16 (`to(torch.bfloat16)`; emulated, same numbers, where the CPU lacks it)": lambda m: copy.deepcopy(m).to(
         torch.bfloat16),

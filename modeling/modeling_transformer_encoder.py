@@ -235,6 +235,15 @@ class TransformerEncoderAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        # Serving may compute X W_Q, X W_K, X W_V as one product with the three matrices side by side (set by
+        # transformer_encoder.quantization.to_bf16_where_native): the same maps, one call. Inference only.
+        self.fused_qkv = None
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v = X W_Q, X W_K, X W_V."""
+        if self.fused_qkv is not None and not torch.is_grad_enabled():
+            return self.fused_qkv(x, self.q_proj, self.k_proj, self.v_proj)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def forward(
         self,
@@ -246,7 +255,7 @@ class TransformerEncoderAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states: (batch, seq, d_model), or with `real_positions` the real tokens only, (n_tokens, d_model):
         the projections then skip padding, and attention sees each sequence's real tokens (see RealTokenPositions)."""
-        q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        q, k, v = self.project(hidden_states)
         if real_positions is not None and real_positions.each_sequence:
             return self.out_proj(self.attend_each_sequence(q, k, v, position_embeddings, real_positions)), None
 

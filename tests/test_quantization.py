@@ -19,6 +19,7 @@ from transformer_encoder import quantization
 from transformer_encoder.cpu import BF16_OVERRIDE, cpu_computes_bf16, cpu_has_vnni, detects_native_bf16
 from transformer_encoder.quantization import (
     PerTokenInt8Linear,
+    FusedProjections,
     PrepackedLinear,
     can_prepack,
     quantize_int8,
@@ -100,6 +101,7 @@ def test_bf16_where_native_and_fp32_elsewhere(monkeypatch, native, hidden_act):
         assert not any(type(m) is nn.Linear for m in chosen.modules())
         first_maps = [layer.feed_forward.fc1 for layer in chosen.layers]
         assert all((m.activation is not None) == (hidden_act != "geglu") for m in first_maps)
+        assert all(isinstance(layer.attention.fused_qkv, FusedProjections) for layer in chosen.layers)
     else:
         assert not prepacked
     got = outputs(chosen, input_ids, attention_mask).last_hidden_state
@@ -151,6 +153,32 @@ def test_prepacked_linear_copies_and_pickles_after_use(dtype, tmp_path):
     for other in (copy.deepcopy(packed), torch.load(tmp_path / "packed.pt", weights_only=False)):
         with torch.inference_mode():
             torch.testing.assert_close(other(x), expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", PREPACK_DTYPES, ids=str)
+def test_fused_projections_are_the_three_maps(dtype, tmp_path):
+    """One product with W_Q, W_K, W_V side by side gives q, k, v; with autograd on, a changed weight, a copy or a
+    pickle it stays the three maps."""
+    maps = [nn.Linear(32, 32).to(dtype) for _ in range(3)]
+    fused = FusedProjections()
+    x = torch.randn(2, 5, 32).to(dtype)
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1e-2}
+    with torch.inference_mode():
+        for got, linear in zip(fused(x, *maps), maps):
+            torch.testing.assert_close(got, linear(x), **tolerance)
+    with torch.no_grad():
+        maps[1].weight.mul_(2)
+        maps[2].bias.add_(1)  # a bias is read at each call, not reordered
+        again = fused(x, *maps)
+    with torch.enable_grad():
+        trained = fused(x, *maps)
+    assert all(t.requires_grad for t in trained)
+    for got, linear in zip(again, maps):
+        torch.testing.assert_close(got, linear(x).detach(), **tolerance)
+    torch.save(fused, tmp_path / "fused.pt")
+    for other in (copy.deepcopy(fused), torch.load(tmp_path / "fused.pt", weights_only=False)):
+        with torch.inference_mode():
+            torch.testing.assert_close(other(x, *maps)[1], again[1], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", PREPACK_DTYPES, ids=str)

@@ -26,7 +26,7 @@ activation products can saturate 16-bit sums, and `torch._int_mm` gave inexact p
 held to AVX2 and AVX512 by ONEDNN_MAX_CPU_ISA). There every map, `fc2` included, runs in fbgemm with 7-bit
 activations (`reduce_range`, fbgemm's own guard): the second row of the table (median 0.974), with a warning.
 ONNX Runtime's int8 keeps its fidelity on every CPU. On CPUs with AMX, bf16 (`to_bf16_where_native`) is faster
-than this int8 on sentence batches and at fixed length (fbgemm does not reach AMX; 1.26x and 2.06x on
+than this int8 on sentence batches and at fixed length (fbgemm does not reach AMX; 1.29x and 2.20x on
 all-MiniLM-L6-v2, benchmarks/results/bf16-prepacked-2026-12-06/): use int8 where the CPU has VNNI but no bf16.
 
 torch marks `torch.ao.quantization` deprecated in favour of torchao, and it is still what runs fastest on CPU:
@@ -143,9 +143,10 @@ def to_bf16_where_native(model: nn.Module) -> nn.Module:
     """`model` in bf16 (weights and compute) where the CPU computes bf16 natively, otherwise unchanged in fp32.
     Detected, never assumed: `cpu_computes_bf16()`. Softmax runs in fp32 inside attention either way.
 
-    In bf16 every linear map becomes a `PrepackedLinear`, the feed-forward network's first one taking its ReLU or
-    GELU along: the same parameters (state dict, `save_pretrained` and training unchanged), with inference reading
-    a copy of the weight that oneDNN reordered once, and applying the activation as it writes the output."""
+    In bf16, inference reads each weight from a copy that oneDNN reordered once: every linear map becomes a
+    `PrepackedLinear` (the feed-forward network's first one applying its ReLU or GELU as it writes), and each
+    attention block computes q, k, v as one product (`FusedProjections`). The parameters stay as they were: state
+    dict, `save_pretrained` and training are unchanged."""
     if not cpu_computes_bf16():
         logger.info("This CPU has neither AVX512-BF16 nor AMX: the model stays in float32.")
         return model
@@ -155,6 +156,8 @@ def to_bf16_where_native(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         if getattr(module, "gated", True) is False and fused_activation(module.act) is not None:  # act(x W_1 + b_1)
             module.fc1, module.act = PrepackedLinear(module.fc1, module.act), nn.Identity()
+        if hasattr(module, "fused_qkv"):  # an attention block of this package's model
+            module.fused_qkv = FusedProjections()
     for name, module in list(model.named_modules()):
         if type(module) is nn.Linear:
             parent, _, child = name.rpartition(".")
@@ -180,40 +183,74 @@ def fused_activation(activation: nn.Module | None) -> tuple[str, str] | None:
     return None
 
 
+def reads_prepacked(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a call may read the reordered copy: inference on CPU in the weight's dtype, not traced. Training,
+    autograd, torch.compile and export take the plain maps."""
+    return not (
+        torch.is_grad_enabled()
+        or x.device.type != "cpu"
+        or x.dtype != weight.dtype
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+class ReorderedWeight:
+    """oneDNN's reordered copy of a weight (or of several, side by side), made again at the first call after any of
+    them changed: a new state dict or an optimizer step writes in place, `.to()` swaps the storage. Copies and
+    pickles (copy.deepcopy, torch.save) leave it out: the opaque tensor has no storage to copy. It doubles the
+    memory the weights take."""
+
+    def __init__(self):
+        self.tensor, self.made_from = None, None
+
+    def __getstate__(self) -> dict:
+        return {"tensor": None, "made_from": None}
+
+    def of(self, *weights: torch.Tensor) -> torch.Tensor:
+        state = tuple((w.data_ptr(), w._version) for w in weights)
+        if state != self.made_from:
+            weight = torch.cat(weights) if len(weights) > 1 else weights[0]
+            self.tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+            self.made_from = state
+        return self.tensor
+
+
 class PrepackedLinear(nn.Linear):
     """act(x W^T + b) for inference with the weight in oneDNN's blocked layout, reordered once (as torch.compile's
     CPU freezing does), where F.linear reorders it at every call in bf16. Same outputs, bit for bit; at the row
     counts of sentence batches (hundreds of real tokens) this matters: in bf16 on a 2-core Xeon with AMX, 1.3-1.8x
-    faster per map at 400 rows, 1.1-1.4x at 2,048 (benchmarks/README.md, "int8 and bf16 on CPU").
-
-    Training, autograd, torch.compile and export take F.linear and the activation module; a weight changed in place
-    (a new state dict, an optimizer step) is reordered again at the next inference call. The reordered copy
-    doubles the memory the weights take; it is not saved."""
+    faster per map at 400 rows, 1.1-1.4x at 2,048 (benchmarks/README.md, "int8 and bf16 on CPU"). Elsewhere
+    (`reads_prepacked`) it is nn.Linear followed by the activation module."""
 
     def __init__(self, linear: nn.Linear, activation: nn.Module | None = None):
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         self.weight, self.bias = linear.weight, linear.bias
         self.activation = activation
         self._attribute, self._algorithm = fused_activation(activation)
-        self._packed, self._packed_for = None, None
-
-    def __getstate__(self) -> dict:
-        """Copies and pickles (copy.deepcopy, torch.save) leave the reordered weight out: oneDNN's opaque tensor has
-        no storage to copy, and the copy reorders its own at its first inference call."""
-        return {**self.__dict__, "_packed": None, "_packed_for": None}
+        self.reordered = ReorderedWeight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            torch.is_grad_enabled()
-            or x.device.type != "cpu"
-            or x.dtype != self.weight.dtype
-            or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export()
-        ):
+        if not reads_prepacked(x, self.weight):
             y = super().forward(x)
             return y if self.activation is None else self.activation(y)
-        weight_state = (self.weight.data_ptr(), self.weight._version)
-        if self._packed_for != weight_state:
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
-            self._packed_for = weight_state
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, self._attribute, [], self._algorithm)
+        weight = self.reordered.of(self.weight)
+        return torch.ops.mkldnn._linear_pointwise(x, weight, self.bias, self._attribute, [], self._algorithm)
+
+
+class FusedProjections(nn.Module):
+    """q, k, v = X W_Q, X W_K, X W_V as one product, X [W_Q; W_K; W_V]^T, the three matrices reordered side by side
+    once: one call instead of three, 2.2x faster than three prepacked calls at 370 rows in bf16 on the AMX Xeon,
+    1.05x at 2,048. It is handed the attention's own three maps at each call (it holds no parameters, so the state
+    dict does not change); where the reordered copy does not apply it calls them."""
+
+    def __init__(self):
+        super().__init__()
+        self.reordered = ReorderedWeight()
+
+    def forward(self, x: torch.Tensor, *maps: nn.Linear) -> tuple[torch.Tensor, ...]:
+        if not reads_prepacked(x, maps[0].weight) or any(m.bias is None for m in maps):
+            return tuple(m(x) for m in maps)
+        weight = self.reordered.of(*(m.weight for m in maps))
+        qkv = torch.ops.mkldnn._linear_pointwise(x, weight, torch.cat([m.bias for m in maps]), "none", [], "")
+        return qkv.split([m.out_features for m in maps], dim=-1)
