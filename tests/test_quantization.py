@@ -175,6 +175,9 @@ def test_fused_projections_are_the_three_maps(dtype, tmp_path):
     assert all(t.requires_grad for t in trained)
     for got, linear in zip(again, maps):
         torch.testing.assert_close(got, linear(x).detach(), **tolerance)
+    wrapped = nn.Sequential(maps[0], nn.Identity())  # an adapter around a map: the maps as they are
+    with torch.inference_mode():
+        assert torch.equal(fused(x, wrapped, *maps[1:])[0], wrapped(x))
     torch.save(fused, tmp_path / "fused.pt")
     for other in (copy.deepcopy(fused), torch.load(tmp_path / "fused.pt", weights_only=False)):
         with torch.inference_mode():
