@@ -140,8 +140,9 @@ def main(argv=None):
                "ONNX Runtime fp32": onnx_runner(work / "onnx" / "model.onnx"),
                "ONNX Runtime int8 (per channel)": onnx_runner(work / "onnx" / QUANTIZED_ONNX)}
     if cpu_computes_bf16():
-        results[BF16_SERVING] = fidelity(model, to_bf16_where_native(copy.deepcopy(model)), tokenizer, dev[:96], pairs)
-        runners[BF16_SERVING] = torch_runner(to_bf16_where_native(copy.deepcopy(model)))
+        serving = to_bf16_where_native(copy.deepcopy(model))
+        results[BF16_SERVING] = fidelity(model, serving, tokenizer, dev[:96], pairs)
+        runners[BF16_SERVING] = torch_runner(serving)
         runners["ours bf16, to(torch.bfloat16) alone"] = torch_runner(copy.deepcopy(model).to(torch.bfloat16))
     openvino = openvino_runners(work / "onnx" / "model.onnx")
     runners.update(openvino)

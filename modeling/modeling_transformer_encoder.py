@@ -236,12 +236,13 @@ class TransformerEncoderAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
         # Serving may compute X W_Q, X W_K, X W_V as one product with the three matrices side by side (set by
-        # transformer_encoder.quantization.to_bf16_where_native): the same maps, one call. Inference only.
+        # transformer_encoder.quantization.to_bf16_where_native): the same maps, one call, in inference; otherwise
+        # it calls the three maps.
         self.fused_qkv = None
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v = X W_Q, X W_K, X W_V."""
-        if self.fused_qkv is not None and not torch.is_grad_enabled():
+        if self.fused_qkv is not None:
             return self.fused_qkv(x, self.q_proj, self.k_proj, self.v_proj)
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
