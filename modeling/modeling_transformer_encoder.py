@@ -143,6 +143,12 @@ class TransformerEncoderEmbeddings(nn.Module):
 GPU_UNPAD_MIN_POSITIONS = 8192
 
 
+def row_count_for(n_tokens: int) -> int:
+    """`n_tokens` rounded up to one of eight row counts an octave (steps of 16 below 256 rows): at most 1/8 more."""
+    step = 16 if n_tokens < 256 else 1 << (n_tokens.bit_length() - 4)
+    return -(-n_tokens // step) * step
+
+
 class RealTokenPositions:
     """Where the real (non-padding) tokens of a padded (batch, seq) batch are. They are gathered once, before the first
     block, into a (n_tokens, …) tensor; every linear map, activation and layer norm runs on them alone, and they are
@@ -154,12 +160,18 @@ class RealTokenPositions:
     attention sees the tokens re-padded into their (batch, seq) places: on a GPU a call per sequence would cost a
     kernel launch each."""
 
-    def __init__(self, attention_mask: torch.Tensor, each_sequence: bool):
+    def __init__(self, attention_mask: torch.Tensor, each_sequence: bool, round_rows: bool = False):
         self.shape = tuple(attention_mask.shape)
         self.indices = attention_mask.flatten().nonzero().squeeze(-1)  # flat positions of the real tokens
         # Each row's number of real tokens: its tokens are the next run of that many rows of the (n_tokens, …)
         # tensor. None where attention re-pads.
         self.lengths = attention_mask.sum(-1).tolist() if each_sequence else None
+        # With `round_rows` (and `each_sequence`), spare rows after the real tokens make their count one of a few
+        # (`row_count_for`): oneDNN builds a bf16 kernel for every new row count, 2-12 ms for each linear map, which
+        # on a stream of new batches cost a quarter of the throughput (benchmarks/README.md, "bf16 serving"). The
+        # spare rows copy the first position; attention leaves them out, and `pad` drops them.
+        self.spare = row_count_for(len(self.indices)) - len(self.indices) if round_rows and each_sequence else 0
+        self.gather = torch.cat([self.indices, self.indices.new_zeros(self.spare)]) if self.spare else self.indices
 
     @property
     def each_sequence(self) -> bool:
@@ -167,16 +179,16 @@ class RealTokenPositions:
         return self.lengths is not None
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, seq, …) → (n_tokens, …). A (1, seq, …) tensor, the same for every row (the default positions'
-        rotary angles), is read at each real token's position, without first copying it out to every row."""
+        """(batch, seq, …) → (n_tokens + spare, …). A (1, seq, …) tensor, the same for every row (the default
+        positions' rotary angles), is read at each real token's position, without first copying it out to every row."""
         if x.shape[0] == 1 < self.shape[0]:
-            return x[0][self.indices % self.shape[1]]
-        return x.flatten(0, 1)[self.indices]
+            return x[0][self.gather % self.shape[1]]
+        return x.flatten(0, 1)[self.gather]
 
     def pad(self, x: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
         """(n_tokens, …) → (batch, seq, …), padding positions taken from `fill` (zeros by default)."""
         padded = fill.flatten(0, 1) if fill is not None else x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
-        return padded.index_copy(0, self.indices, x).view(*self.shape, *x.shape[1:])
+        return padded.index_copy(0, self.indices, x[: len(self.indices)]).view(*self.shape, *x.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -302,12 +314,14 @@ class TransformerEncoderAttention(nn.Module):
         if position_embeddings is not None:
             cos, sin = (t[None] for t in position_embeddings)  # (1, n_tokens, d_k)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        lengths = real_positions.lengths
+        sizes = real_positions.lengths + [real_positions.spare]
+        *sequences, (_, _, spare_v) = zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))
         outputs = [
             nn.functional.scaled_dot_product_attention(q_i, k_i, v_i, scale=self.scaling)[0].transpose(0, 1)
-            for q_i, k_i, v_i in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
+            for q_i, k_i, v_i in sequences
         ]  # each (length, h, d_k)
-        return torch.cat(outputs).flatten(1)  # (n_tokens, h · d_k): Concat(head_1, …, head_h)
+        outputs.append(spare_v[0].transpose(0, 1))  # the spare rows, not attended: any finite values do
+        return torch.cat(outputs).flatten(1)  # (n_tokens + spare, h · d_k): Concat(head_1, …, head_h)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -479,7 +493,7 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
             # all its positions instead, so its (meaningless, padding) outputs stay finite.
             attention_mask = attention_mask.masked_fill(~attention_mask.bool().any(-1, keepdim=True), 1)
         recording = kwargs.get("output_hidden_states", self.config.output_hidden_states)  # as capture_outputs reads it
-        real_positions = self._real_positions(attention_mask, recording)
+        real_positions = self._real_positions(attention_mask, recording, hidden_states.dtype)
         if real_positions is not None and real_positions.each_sequence:
             attention_mask = None  # attention runs on each sequence's real tokens alone: there is nothing to mask
             if position_embeddings is not None:  # the real tokens' rotary angles, gathered once for every block
@@ -505,7 +519,10 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
 
     def _real_positions(
-        self, attention_mask: torch.Tensor | None, recording_hidden_states: bool = False
+        self,
+        attention_mask: torch.Tensor | None,
+        recording_hidden_states: bool = False,
+        dtype: torch.dtype = torch.float32,
     ) -> RealTokenPositions | None:
         """Skip the padding in the fast paths: not in eager (the reference, computed as the equations say), not
         under torch.compile, torch.export or ONNX export (the number of real tokens would be a data-dependent
@@ -528,7 +545,9 @@ class TransformerEncoderModel(TransformerEncoderPreTrainedModel):
         each_sequence = (
             attention_mask.device.type == "cpu" and self.config._attn_implementation == "sdpa" and not self.training
         )
-        return RealTokenPositions(attention_mask, each_sequence)
+        # oneDNN's bf16 and fp16 linear maps are kernels built for each row count; fp32's and int8's are not.
+        round_rows = dtype in (torch.bfloat16, torch.float16)
+        return RealTokenPositions(attention_mask, each_sequence, round_rows)
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         """Shape and range errors, raised before any kernel runs (an out-of-range id is a device-side assert on
