@@ -304,8 +304,9 @@ class TransformerEncoderAttention(nn.Module):
     def attend_each_sequence(self, q, k, v, position_embeddings, real_positions: RealTokenPositions) -> torch.Tensor:
         """Attention within each row's real tokens, by torch's SDPA kernel, one call per row: with no padding there
         is no mask, and no work on queries or keys that are not there. Inference only (no dropout). q, k, v:
-        (n_tokens, d_model) → (n_tokens, d_model); the rotary cos and sin come gathered at the real tokens too,
-        (n_tokens, d_k), once for every block."""
+        (n_tokens + spare, d_model) → (n_tokens + spare, d_model), the spare rows (see RealTokenPositions) after
+        the last sequence; the rotary cos and sin come gathered at the same rows, (n_tokens + spare, d_k), once for
+        every block."""
 
         def split_heads(x):  # (n_tokens, d_model) → (1, h, n_tokens, d_k): the real tokens as one long sequence
             return x.view(1, -1, self.num_heads, self.d_k).transpose(1, 2)
