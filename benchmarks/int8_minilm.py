@@ -12,7 +12,6 @@ within a round (`benchmark.py`'s timing and pairing). Writes `int8-minilm.md` an
 """
 
 import argparse
-import contextlib
 import copy
 import csv
 import json
@@ -34,7 +33,6 @@ from transformer_encoder.benchmarks.benchmark import (
 )
 from transformers import AutoModel, AutoTokenizer
 
-import transformer_encoder.modeling.modeling_transformer_encoder as modeling
 from transformer_encoder.convert import convert
 from transformer_encoder.cpu import cpu_computes_bf16, cpu_has_vnni
 from transformer_encoder.export import QUANTIZED_ONNX, export, onnx_session
@@ -95,26 +93,11 @@ def new_batches_each_pass(tokenizer, sentences: list[str], passes: int, per_pass
     return [batches[i * per_pass:(i + 1) * per_pass] for i in range(passes)]
 
 
-@contextlib.contextmanager
-def exact_row_counts():
-    """The model as it was before it rounded the number of real-token rows in bf16 (`row_count_for`): the same
-    forward with no spare rows. For the with/without comparison only."""
-    rounded = modeling.row_count_for
-    modeling.row_count_for = lambda n_tokens: n_tokens
-    try:
-        yield
-    finally:
-        modeling.row_count_for = rounded
-
-
-def torch_runner_exact_rows(model):
-    run = torch_runner(model)
-
-    def run_exact(batch):
-        with exact_row_counts():
-            run(batch)
-
-    return run_exact
+def pass_by_pass(run, batches_of_pass: list[list[dict]]):
+    """A pass of `run` whose every call runs the next list's batches: each contender gets the same batches in the
+    same pass (time_alternating runs each once a round)."""
+    next_pass = iter(batches_of_pass).__next__
+    return lambda: [run(batch) for batch in next_pass()]
 
 
 def onnx_runner(path: Path):
@@ -175,7 +158,6 @@ def main(argv=None):
         serving = to_bf16_where_native(copy.deepcopy(model))
         results[BF16_SERVING] = fidelity(model, serving, tokenizer, dev[:96], pairs)
         runners[BF16_SERVING] = torch_runner(serving)
-        runners[BF16_SERVING + ", row counts not rounded"] = torch_runner_exact_rows(serving)
         runners["ours bf16, to(torch.bfloat16) alone"] = torch_runner(copy.deepcopy(model).to(torch.bfloat16))
     openvino = openvino_runners(work / "onnx" / "model.onnx")
     runners.update(openvino)
@@ -194,8 +176,7 @@ def main(argv=None):
     speed = {}
     for workload, batches_of_pass in workloads.items():
         tokens = [sum(int(b["attention_mask"].sum()) for b in batches) for batches in batches_of_pass[2:]]
-        timed = {name: (lambda run=run, next_pass=iter(batches_of_pass).__next__: [run(b) for b in next_pass()])
-                 for name, run in runners.items()}  # every contender gets the same batches in the same pass
+        timed = {name: pass_by_pass(run, batches_of_pass) for name, run in runners.items()}
         seconds = time_alternating(timed, args.rounds, "cpu")
         rows = {name: {"tokens_per_s": statistics.median(t / x for t, x in zip(tokens, s)), "seconds": s}
                 for name, s in seconds.items()}

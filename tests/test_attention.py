@@ -8,11 +8,8 @@ import torch
 from helpers import padded_batch, tiny_config
 
 from transformer_encoder import TransformerEncoderModel
-from transformer_encoder.modeling.modeling_transformer_encoder import (
-    RealTokenPositions,
-    TransformerEncoderAttention,
-    row_count_for,
-)
+from transformer_encoder.modeling import modeling_transformer_encoder as modeling
+from transformer_encoder.modeling.modeling_transformer_encoder import RealTokenPositions, TransformerEncoderAttention
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -138,18 +135,16 @@ def test_sdpa_matches_eager(position, act, norm_first, padding):
     torch.testing.assert_close(outputs["sdpa"][real], outputs["eager"][real], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "each_sequence, round_rows",
-    [(True, False), (True, True), (False, False)],
-    ids=["each-sequence", "each-sequence-rows-rounded", "re-padded"],
-)
+@pytest.mark.parametrize("each_sequence", [True, False], ids=["each-sequence", "re-padded"])
 @pytest.mark.parametrize("position", ["sinusoidal", "rotary"])
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_both_ways_of_attending_over_real_tokens_match_eager(monkeypatch, each_sequence, round_rows, position,
-                                                             norm_first):
-    """The real tokens are gathered once for the whole stack; attention then runs sequence by sequence (CPU), there
-    with spare rows that round the row count (bf16, forced here in fp32), or on the tokens re-padded (a GPU's large
-    batches, forced here on CPU). All against eager, with a fully padded row and a left-padded one."""
+@pytest.mark.parametrize("tile_rows", [8, 32], ids=["two-tiles", "one-tile"])
+def test_both_ways_of_attending_over_real_tokens_match_eager(monkeypatch, each_sequence, position, norm_first,
+                                                             tile_rows):
+    """The real tokens are gathered once for the whole stack; attention then runs within each sequence over tiles
+    of packed sequences (CPU; here in one tile, and, with smaller tiles, in several) or on the tokens re-padded (a
+    GPU's large batches, forced here on CPU). Both against eager, with a fully padded row and a left-padded one."""
+    monkeypatch.setattr(modeling, "TILE_ROWS", tile_rows)
     config = tiny_config(position_embedding_type=position, hidden_act="swiglu", norm_first=norm_first)
     input_ids, attention_mask = padded_batch(lengths=(9, 5, 0, 3))
     attention_mask[1] = attention_mask[1].flip(0)
@@ -160,43 +155,70 @@ def test_both_ways_of_attending_over_real_tokens_match_eager(monkeypatch, each_s
         model.set_attn_implementation("sdpa")
         made = []
 
-        def real_positions(mask, recording_hidden_states, dtype):
-            made.append(RealTokenPositions(mask, each_sequence, round_rows))
+        def real_positions(mask, recording_hidden_states):
+            made.append(RealTokenPositions(mask, each_sequence))
             return made[-1]
 
         monkeypatch.setattr(model, "_real_positions", real_positions)
         got = model(input_ids, attention_mask=attention_mask).last_hidden_state
     assert len(made) == 1 and made[0].each_sequence == each_sequence
-    # 26 real tokens (the fully padded row attends to its 9 positions), rounded up to 32 rows
-    assert made[0].spare == (6 if round_rows else 0)
+    if each_sequence:  # 9, 5, 9 (the fully padded row attends to its 9 positions) and 3 tokens
+        assert (made[0].tile, len(made[0].gather)) == ((16, 2 * 16) if tile_rows == 8 else (32, 32))  # 9+5, 9+3
     assert torch.isfinite(got).all()
     real = attention_mask.bool()
     real[2] = True  # the fully padded row attends to all its positions: its outputs are defined, and compared
     torch.testing.assert_close(got[real], expected[real], rtol=1e-5, atol=1e-5)
 
 
-def test_row_counts_are_few_and_close_to_the_real_count():
-    """Rounded row counts: eight an octave (16 below 256 rows), each at most 1/8 above the real count."""
-    counts = {n: row_count_for(n) for n in range(1, 4097)}
-    assert all(n <= rows <= n + max(15, n // 8) and rows % 16 == 0 for n, rows in counts.items())
-    assert len(set(counts.values())) == 16 + 8 * 4  # 16 up to 256 rows, then 8 in each octave to 4,096
-    assert [row_count_for(n) for n in (1, 16, 17, 255, 257, 378, 2047, 2048)] == [16, 16, 32, 256, 288, 384, 2048, 2048]
+def test_first_fit_decreasing_packs_longest_first_into_the_first_bin_with_room():
+    assert modeling.first_fit_decreasing([30, 40, 20, 50, 10, 0], 64) == [[3, 4], [1, 2], [0]]
+    assert modeling.first_fit_decreasing([64, 1], 64) == [[0], [1]]
 
 
-@pytest.mark.parametrize("dtype, rounded", [(torch.float32, False), (torch.bfloat16, True), (torch.float16, True)])
-def test_half_precision_rounds_the_rows_and_matches_float32(dtype, rounded):
-    """bf16 and fp16 on CPU round the row count (oneDNN builds a kernel for each); the outputs at real positions
-    stay those of the float32 model, within the precision."""
+@pytest.mark.parametrize(
+    "lengths, tile, bins",
+    [
+        ((9, 5, 1), 16, [[0, 1, 2]]),  # a few short sequences: one tight tile, not 64 rows
+        ((30, 30, 30, 30), 64, [[0, 1], [2, 3]]),  # as many rows in tiles of 32: TILE_ROWS
+        ((40, 40), 48, [[0], [1]]),  # 96 rows, not 128
+        ((100, 20), 112, [[0], [1]]),  # longer than TILE_ROWS: the tight tile
+    ],
+)
+def test_tiling_takes_tile_rows_unless_a_tight_tile_leaves_fewer_rows(lengths, tile, bins):
+    assert modeling.tiling(list(lengths)) == (tile, bins)
+
+
+@pytest.mark.parametrize("lengths", [(9, 5, 3), (1, 60, 5, 2, 64, 30), (65, 3), (20,) * 12])
+def test_tiles_hold_whole_sequences_and_each_token_sees_its_own(lengths):
+    """Every real token gets one row, which reads its position; a token's row sees exactly the rows of its own
+    sequence; a filler row sees only itself; no sequence spans two tiles."""
+    _, attention_mask = padded_batch(lengths=lengths)
+    attention_mask[0] = attention_mask[0].roll(2)  # not only right padding
+    positions = RealTokenPositions(attention_mask, each_sequence=True)
+    tile, rows = positions.tile, len(positions.gather)
+    assert tile >= max(lengths) and tile % 16 == 0 and rows % tile == 0
+    assert torch.equal(positions.gather[positions.real_rows], positions.indices)
+    sequence = torch.full((rows,), -1)
+    sequence[positions.real_rows] = torch.arange(len(lengths)).repeat_interleave(torch.tensor(lengths))
+    sees = (sequence[:, None] == sequence[None, :]) & (sequence[:, None] >= 0)
+    sees |= torch.eye(rows, dtype=torch.bool) & (sequence[:, None] < 0)
+    blocks = [sees[t:t + tile, t:t + tile] for t in range(0, rows, tile)]
+    assert torch.equal(positions.tile_mask, torch.stack(blocks)[:, None])
+    assert sum(block.sum() for block in blocks) == sees.sum()  # no sequence spans two tiles
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_over_tiles_matches_float32(dtype):
+    """The tiled path in bf16 and fp16 (their CPU serving precisions) against the float32 model, within the
+    precision."""
     model = TransformerEncoderModel(tiny_config()).eval()
     input_ids, attention_mask = padded_batch(lengths=(9, 5, 3))
     with torch.no_grad():
         expected = model(input_ids, attention_mask=attention_mask).last_hidden_state
-        positions = model._real_positions(attention_mask, False, dtype)
         got = model.to(dtype)(input_ids, attention_mask=attention_mask).last_hidden_state.float()
-    assert positions.each_sequence and positions.spare == (32 - 17 if rounded else 0)
+    assert model._real_positions(attention_mask).each_sequence
     real = attention_mask.bool()
-    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
-    torch.testing.assert_close(got[real], expected[real], rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(got[real], expected[real], rtol=5e-2, atol=5e-2)
 
 
 def test_recorded_hidden_states_keep_the_batch_shape():

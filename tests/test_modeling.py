@@ -117,7 +117,7 @@ def test_fast_path_runs_position_wise_layers_on_real_tokens_only():
         layer.register_forward_hook(lambda module, args, out: rows.append(tuple(args[0].shape[:-1])))
     with torch.no_grad():
         model(input_ids, attention_mask=attention_mask)
-    assert rows == [(15,), (15,)]  # 9 + 5 + 1 real tokens, not 3 x 9 positions
+    assert rows == [(16,), (16,)]  # 9 + 5 + 1 real tokens in one tile of 16 rows, not 3 x 9 positions
     model.set_attn_implementation("eager")  # the reference computes every position, as the equations do
     rows.clear()
     with torch.no_grad():
