@@ -174,18 +174,19 @@ def tiling(lengths: list[int]) -> tuple[int, list[list[int]]]:
 
 class RealTokenPositions:
     """Where the real (non-padding) tokens of a padded (batch, seq) batch are. They are gathered once, before the first
-    block, into a (rows, …) tensor; every linear map, activation and layer norm runs on them alone, and they are
-    scattered back once, after the last block. On sentence-length data most of a padded batch is padding, so this
-    saves most of the work.
+    block, into a (rows, …) tensor; every linear map, activation and layer norm runs on those rows alone, and they
+    are scattered back once, after the last block. On sentence-length data most of a padded batch is padding, so
+    this saves most of the work.
 
     Only attention looks across positions. With `each_sequence` (CPU inference) the rows are tiles of `tile` rows
-    (a power of two, at least MIN_TILE_ROWS and the longest sequence), each holding whole sequences, packed by
-    first-fit-decreasing, and filler rows after them; attention runs in one call over the tiles, each token seeing
-    its own sequence only (`tile_mask`, block-diagonal; a filler row sees itself). One call instead of one per
-    sequence: on CPU a call costs ~30 µs whatever its size, and sentences are short (SST-2: 0.28 against 0.72 ms a
-    block). The row count is then a multiple of the tile, one of a few: oneDNN builds a bf16 kernel for every new
-    row count (2-12 ms a map). Otherwise (GPU, training) attention sees the tokens re-padded into their (batch,
-    seq) places, one call with a padding mask, as measured on an H200; the tiles have not been timed on a GPU."""
+    (`tiling`: TILE_ROWS, or the longest sequence rounded up to 16 where that leaves fewer rows), each holding whole
+    sequences, packed by first-fit decreasing, and filler rows after them (about 10 % of the rows on SST-2);
+    attention runs in one call over the tiles, each token seeing its own sequence only (`tile_mask`,
+    block-diagonal; a filler row sees itself). One call instead of one per sequence: on CPU a call costs ~30 µs
+    whatever its size, and sentences are short (SST-2: 0.28 against 0.72 ms a block). The row count is then a
+    multiple of the tile: oneDNN builds a bf16 kernel for every new row count (2-12 ms a map), so the fewer counts
+    the better. Otherwise (GPU, training) attention sees the tokens re-padded into their (batch, seq) places, one
+    call with a padding mask, as measured on an H200; the tiles have not been timed on a GPU."""
 
     def __init__(self, attention_mask: torch.Tensor, each_sequence: bool):
         self.shape = tuple(attention_mask.shape)
