@@ -87,9 +87,11 @@ def padded_batches(tokenizer, sentences: list[str], size: int = 16) -> list[dict
             for i in range(0, len(sentences), size)]
 
 
-def new_batches_each_pass(tokenizer, sentences: list[str], passes: int, per_pass: int) -> list[list[dict]]:
-    """`passes` lists of `per_pass` batches, no sentence in two: every pass serves batches no contender has seen."""
-    batches = padded_batches(tokenizer, sentences[:16 * per_pass * passes])
+def new_batches_each_pass(tokenizer, sentences: list[str], passes: int, per_pass: int,
+                          size: int = 16) -> list[list[dict]]:
+    """`passes` lists of `per_pass` batches of `size`, no sentence in two: every pass serves batches no contender
+    has seen."""
+    batches = padded_batches(tokenizer, sentences[:size * per_pass * passes], size)
     return [batches[i * per_pass:(i + 1) * per_pass] for i in range(passes)]
 
 

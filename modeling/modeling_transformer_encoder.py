@@ -308,7 +308,7 @@ class TransformerEncoderAttention(nn.Module):
         real_positions: RealTokenPositions | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden_states: (batch, seq, d_model), or with `real_positions` the real tokens only, (rows, d_model):
+        """hidden_states: (batch, seq, d_model), or with `real_positions` the real tokens' rows, (rows, d_model):
         the projections then skip padding, and attention sees each sequence's real tokens (see RealTokenPositions)."""
         q, k, v = self.project(hidden_states)
         if real_positions is not None and real_positions.each_sequence:
@@ -418,7 +418,7 @@ class TransformerEncoderLayer(GradientCheckpointingLayer):
         real_positions: RealTokenPositions | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        """(batch, seq, d_model) in and out, or with `real_positions` (rows, d_model): the real tokens only."""
+        """(batch, seq, d_model) in and out, or with `real_positions` (rows, d_model): the real tokens' rows."""
 
         def self_attention(x):
             return self.attention(x, attention_mask, position_embeddings, real_positions, **kwargs)[0]
